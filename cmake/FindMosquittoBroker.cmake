@@ -1,0 +1,13 @@
+# Finds the Mosquitto broker plugin headers (mosquitto-dev) and defines the
+# header-only imported target Mosquitto::Broker. The plugin links nothing:
+# the broker provides the mosquitto_* symbols when it loads the module.
+find_path(MosquittoBroker_INCLUDE_DIR NAMES mosquitto_broker.h mosquitto_plugin.h)
+find_program(MosquittoBroker_EXECUTABLE NAMES mosquitto PATHS /usr/sbin /usr/local/sbin)
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(MosquittoBroker REQUIRED_VARS MosquittoBroker_INCLUDE_DIR)
+if(MosquittoBroker_FOUND AND NOT TARGET Mosquitto::Broker)
+  add_library(Mosquitto::Broker INTERFACE IMPORTED)
+  set_target_properties(Mosquitto::Broker PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${MosquittoBroker_INCLUDE_DIR}")
+endif()
+mark_as_advanced(MosquittoBroker_INCLUDE_DIR MosquittoBroker_EXECUTABLE)

@@ -1,0 +1,85 @@
+// The admin API, independent of its transport: a request is a list of
+// parameters from an identified caller; a response is an HTTP status and a
+// JSON body. The HTTP server (admin_server.hpp) and `devcertctl --db` (which
+// works on a store directly, without a broker) both call Api::handle.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "devcert/admin_server.hpp"
+#include "devcert/result.hpp"
+
+namespace devcert {
+
+/// Who is calling, from the socket's peer credentials (SO_PEERCRED).
+struct Caller {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string user;                 ///< "" when the uid has no passwd entry
+    std::vector<std::string> groups;  ///< primary group first, then supplementary
+    /// "uid=1000(ops)" or "uid=1234" when unnamed: the audit and change-log form.
+    std::string describe() const;
+    /// Resolves names and groups for a uid/gid pair via the passwd/group databases.
+    static Caller from_ids(uid_t uid, gid_t gid);
+};
+
+/// Raw request parameters in arrival order; duplicates are kept so that the
+/// API can refuse them.
+struct ApiRequest {
+    std::vector<std::pair<std::string, std::string>> params;
+};
+
+struct ApiResponse {
+    int http_status = 200;
+    std::string body;                         ///< JSON
+    std::optional<unsigned> retry_after_s;    ///< set with 429
+};
+
+/// Reasons the transport refuses a request before it reaches an operation.
+enum class TransportError : std::uint8_t {
+    body_too_large,      ///< > 64 KiB
+    too_many_params,     ///< > 64
+    value_too_large,     ///< a value > 8 KiB
+    malformed_body,      ///< bad JSON / form encoding, NUL bytes, non-string JSON values
+    unsupported_media,   ///< a body of another content type
+    method_not_allowed,  ///< not GET or POST
+    not_found,           ///< a path other than "/"
+};
+
+class Api {
+public:
+    /// Loads the access policy (config.admin_policy) and sets up the rate
+    /// limiter. Errors name the policy file and line.
+    static Result<std::unique_ptr<Api>> create(const AdminContext& context);
+    ~Api();
+
+    /// Runs one call end to end: rate limit, Action, permission, parameters,
+    /// instance id, instance permission, then the store. Never throws.
+    ApiResponse handle(const Caller& caller, const ApiRequest& request) noexcept;
+
+    /// The response for a request the transport refused (counted and audited
+    /// like any call).
+    ApiResponse reject(const Caller& caller, TransportError error) noexcept;
+
+    /// When true, the policy and rate limit are skipped (devcertctl --db:
+    /// the file permissions of the store are the policy).
+    void set_trust_all(bool trust) noexcept;
+
+private:
+    struct Impl;
+    explicit Api(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+/// A fresh random RequestId: uppercase hex UUID, 8-4-4-4-12.
+std::string new_request_id();
+
+}  // namespace devcert

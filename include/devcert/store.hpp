@@ -1,0 +1,233 @@
+// The status store: CA and device certificate records with their status in
+// one LMDB environment, plus a change log that is both the audit trail and
+// the way running brokers learn about changes made by anyone.
+//
+// Several processes may open the same directory at once (a broker and
+// devcertctl); LMDB's lock file coordinates them. Within a process one Store
+// is shared by all threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "devcert/certificate.hpp"
+#include "devcert/result.hpp"
+
+namespace devcert {
+
+/// Certificate status, stored as one byte; the API speaks "0", "1", "2".
+enum class CertStatus : std::uint8_t { inactive = 0, active = 1, revoked = 2 };
+
+/// "0", "1", "2".
+const char* status_string(CertStatus s) noexcept;
+/// "inactive", "active", "revoked" (for logs).
+const char* status_name(CertStatus s) noexcept;
+
+/// How a record came to be.
+enum class RegisteredBy : std::uint8_t { connection = 0, api = 1, import = 2 };
+const char* registered_by_string(RegisteredBy r) noexcept;  // "connection", "api", "import"
+
+struct CaRecord {
+    std::string sn;
+    std::string name;                  ///< CaName
+    std::string content_pem;           ///< CaContent
+    std::string verification_pem;      ///< VerificationContent ("" when imported)
+    std::string registration_code;     ///< code consumed by the registration
+    CertStatus status = CertStatus::active;
+    std::int64_t valid_begin_ms = 0;
+    std::int64_t valid_end_ms = 0;
+    std::int64_t created_ms = 0;
+    std::int64_t updated_ms = 0;
+    std::int64_t status_changed_ms = 0;
+    RegisteredBy registered_by = RegisteredBy::api;
+    std::string subject_key_id;        ///< raw bytes
+    Sha256 fingerprint{};
+    std::uint64_t device_count = 0;    ///< maintained by the store
+};
+
+struct DeviceRecord {
+    std::string ca_sn;
+    std::string device_sn;
+    std::string device_name;           ///< subject CN
+    std::string content_pem;
+    CertStatus status = CertStatus::active;
+    std::int64_t valid_begin_ms = 0;
+    std::int64_t valid_end_ms = 0;
+    std::int64_t created_ms = 0;
+    std::int64_t updated_ms = 0;
+    std::int64_t status_changed_ms = 0;
+    RegisteredBy registered_by = RegisteredBy::connection;
+    Sha256 fingerprint{};
+};
+
+/// One entry of the change log. Written in the same transaction as the change.
+struct ChangeEntry {
+    std::uint64_t seq = 0;             ///< strictly increasing, from 1
+    std::int64_t time_ms = 0;
+    std::string action;                ///< operation name, e.g. "InactivateDeviceCertificate", "AutoRegister"
+    std::string ca_sn;
+    std::string device_sn;             ///< "" for CA-level changes
+    std::optional<CertStatus> old_status;  ///< nullopt: record did not exist
+    std::optional<CertStatus> new_status;  ///< nullopt: record removed
+    std::string caller;                ///< "uid=1000(ops)", "connection", "devcertctl uid=0(root)"
+};
+
+struct Page {
+    std::uint32_t page_no = 1;         ///< from 1
+    std::uint32_t page_size = 10;      ///< 1..100 (checked by callers; the store clamps nothing)
+};
+
+template <class T>
+struct PageResult {
+    std::vector<T> items;
+    std::uint64_t total = 0;           ///< number of matching records
+};
+
+struct StoreOptions {
+    std::string path = "/var/lib/mosquitto/devcert";
+    std::uint64_t initial_map_size = 64ull << 20;   ///< grows by doubling on MDB_MAP_FULL
+    std::uint64_t change_log_retention = 1'000'000; ///< newest entries kept
+    bool create = true;                ///< create the directory if missing
+    unsigned max_readers = 256;
+};
+
+/// Result of the hot-path lookups: no allocation, no record decoding.
+enum class Lookup : std::uint8_t { found, not_found, error };
+
+struct DeviceStatusView {
+    CertStatus status = CertStatus::inactive;
+    Sha256 fingerprint{};
+};
+
+class Store;
+
+/// A reusable read-only snapshot for one thread (the broker thread). Each
+/// refresh() sees every commit made so far by any process. Lookups copy what
+/// they return; nothing points into the map after they return.
+class StatusReader {
+public:
+    explicit StatusReader(Store& store);
+    ~StatusReader();
+    StatusReader(const StatusReader&) = delete;
+    StatusReader& operator=(const StatusReader&) = delete;
+
+    /// Starts a fresh snapshot (renews the read transaction). Cheap (~1 µs).
+    bool refresh() noexcept;
+    /// Ends the snapshot (resets the read transaction) so the writer can
+    /// reclaim pages. Call when idle.
+    void release() noexcept;
+
+    Lookup device_status(std::string_view ca_sn, std::string_view device_sn, DeviceStatusView& out) noexcept;
+    Lookup ca_status(std::string_view ca_sn, CertStatus& out) noexcept;
+    /// Seq of the newest change log entry, 0 if empty.
+    Lookup last_change_seq(std::uint64_t& out) noexcept;
+    /// Seq of the oldest entry still retained, 0 if empty.
+    Lookup first_change_seq(std::uint64_t& out) noexcept;
+    /// Calls fn for every entry with seq > after (ascending), up to `limit`.
+    Lookup changes_after(std::uint64_t after, std::size_t limit,
+                         const std::function<void(const ChangeEntry&)>& fn) noexcept;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Read access inside a transaction (read-only or read-write).
+class ReadView {
+public:
+    virtual ~ReadView() = default;
+    virtual Result<std::optional<CaRecord>> get_ca(std::string_view sn) = 0;
+    virtual Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) = 0;
+    /// CAs in Sn order.
+    virtual Result<PageResult<CaRecord>> list_cas(Page page) = 0;
+    /// All devices in (CaSn, DeviceSn) order.
+    virtual Result<PageResult<DeviceRecord>> list_devices(Page page) = 0;
+    /// Devices of one CA in DeviceSn order; Errc::not_found for an unknown CA.
+    virtual Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) = 0;
+    /// Sn of the CA with this Subject Key Identifier (raw bytes).
+    virtual Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) = 0;
+    /// Change log entries with seq > since, ascending, at most `limit`.
+    virtual Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) = 0;
+    virtual Result<std::uint64_t> ca_count() = 0;
+    virtual Result<std::uint64_t> device_count() = 0;
+    /// Metadata strings ("instance_id", "register_code", ...); nullopt if unset.
+    virtual Result<std::optional<std::string>> meta(std::string_view key) = 0;
+};
+
+/// Mutations inside a write transaction. Every status change or removal
+/// appends to the change log in the same transaction, with `caller`.
+class WriteView : public ReadView {
+public:
+    /// Errc::already_exists if the Sn is taken. Maintains the SKI index.
+    virtual Outcome insert_ca(const CaRecord& rec, std::string_view action, std::string_view caller) = 0;
+    /// Returns the previous status. Errc::not_found if absent.
+    virtual Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
+                                             std::string_view caller) = 0;
+    /// Removes the CA and every device under it (one log entry per record
+    /// removed, the CA's last). Returns the number of devices removed.
+    virtual Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) = 0;
+
+    /// Errc::already_exists if (CaSn, DeviceSn) is taken; Errc::not_found if
+    /// the CA is not registered. Logged with old_status = nullopt.
+    virtual Outcome insert_device(const DeviceRecord& rec, std::string_view action, std::string_view caller) = 0;
+    /// Returns the previous status. Errc::not_found if absent; Errc::revoked
+    /// when the record is revoked and `status` is not revoked (revoked is
+    /// terminal). Setting the current status again changes nothing and logs
+    /// nothing.
+    virtual Result<CertStatus> set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
+                                                 std::string_view action, std::string_view caller) = 0;
+    /// Errc::not_found if absent. Removing a revoked record is the caller's
+    /// policy to refuse, not the store's.
+    virtual Outcome delete_device(std::string_view ca_sn, std::string_view device_sn, std::string_view action,
+                                  std::string_view caller) = 0;
+    virtual Outcome set_meta(std::string_view key, std::string_view value) = 0;
+};
+
+class Store {
+public:
+    /// Opens (creating if allowed) the environment. Errors name the path and
+    /// the reason, e.g. "cannot open status store '/x': Permission denied",
+    /// "status store '/x' has schema version 7, this build reads 1".
+    static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
+    ~Store();
+    Store(const Store&) = delete;
+    Store& operator=(const Store&) = delete;
+
+    const std::string& path() const noexcept;
+
+    /// Runs fn in a read-only transaction.
+    Outcome read(const std::function<Outcome(ReadView&)>& fn);
+
+    /// Runs fn in a write transaction and commits durably (fsync) if fn
+    /// returns ok; aborts otherwise and returns fn's error. If the map is full
+    /// the transaction is aborted, the map grown, and fn run again from
+    /// scratch, so fn must only act through the view. Thread-safe: writers
+    /// are serialised.
+    Outcome write(const std::function<Outcome(WriteView&)>& fn);
+
+    /// Like write(), for group commit: runs every fn in its own nested
+    /// transaction inside one outer transaction with a single durable commit.
+    /// A fn that fails has its changes undone and its error reported in its
+    /// slot; the others still commit. Returns the commit's own error, if any
+    /// (then every slot reports it).
+    Outcome write_batch(const std::vector<std::function<Outcome(WriteView&)>>& fns, std::vector<Outcome>& results);
+
+    /// Current map size in bytes (grows on demand).
+    std::uint64_t map_size() const noexcept;
+
+private:
+    friend class StatusReader;
+    struct Impl;
+    explicit Store(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Current wall-clock time in Unix milliseconds.
+std::int64_t now_ms() noexcept;
+
+}  // namespace devcert
