@@ -6,7 +6,9 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,11 +56,21 @@ enum class TransportError : std::uint8_t {
     not_found,           ///< a path other than "/"
 };
 
+/// What a host may tune beyond the configuration.
+struct ApiOptions {
+    /// Time source of the rate limiter; steady_clock::now when empty (tests
+    /// inject their own so that they do not depend on timing).
+    std::function<std::chrono::steady_clock::time_point()> clock;
+};
+
 class Api {
 public:
     /// Loads the access policy (config.admin_policy) and sets up the rate
-    /// limiter. Errors name the policy file and line.
+    /// limiter. Errors name the policy file and line. The Api keeps a copy of
+    /// `context`; what it points to must outlive the Api. store and config
+    /// are required.
     static Result<std::unique_ptr<Api>> create(const AdminContext& context);
+    static Result<std::unique_ptr<Api>> create(const AdminContext& context, ApiOptions options);
     ~Api();
 
     /// Runs one call end to end: rate limit, Action, permission, parameters,
