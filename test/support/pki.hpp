@@ -16,9 +16,9 @@ struct KeyPair {
 };
 
 struct CertSpec {
-    std::string serial_hex;            ///< e.g. "0a1b"; "-05" for a negative serial
-    std::string common_name;
-    std::string organization;          ///< optional O=
+    std::string serial_hex{};          ///< e.g. "0a1b"; "-05" for a negative serial
+    std::string common_name{};
+    std::string organization{};        ///< optional O=
     bool is_ca = false;                ///< basicConstraints CA:TRUE (critical)
     bool basic_constraints = true;     ///< false: omit the extension entirely
     bool subject_key_id = true;        ///< add SKI
