@@ -72,7 +72,7 @@ public:
     /// The Sn of the registered CA that issued `leaf`: candidates first by the
     /// leaf's Authority Key Identifier against each CA's Subject Key
     /// Identifier, then by issuer name; a candidate is accepted only if the
-    /// leaf's signature verifies with its public key. nullopt: "no registered
+    /// leaf's signature verifies with its public key. nullptr: "no registered
     /// issuer". Returns a pointer into the index (valid until it changes).
     const std::string* find_issuer(X509* leaf) const noexcept;
 
@@ -87,8 +87,7 @@ private:
     struct Entry {
         std::string sn;
         X509Ptr cert;
-        std::string ski;
-        std::string subject_der;
+        std::string ski;  // raw SKI bytes, "" when the CA has none
     };
     std::vector<Entry> cas_;  // few (<= max_ca): linear scans beat maps here
 };
