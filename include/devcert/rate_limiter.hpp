@@ -24,6 +24,9 @@ public:
     /// the whole seconds to wait before a token is available (at least 1).
     std::optional<unsigned> acquire(uid_t uid);
 
+    /// Uids with a bucket now (idle ones are forgotten as the table grows).
+    std::size_t tracked_uids() const;
+
 private:
     struct Bucket {
         double tokens = 0;
@@ -33,7 +36,7 @@ private:
 
     double rate_;
     SteadyClock clock_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::unordered_map<uid_t, Bucket> buckets_;
 };
 

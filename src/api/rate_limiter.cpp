@@ -40,6 +40,11 @@ std::optional<unsigned> RateLimiter::acquire(uid_t uid) {
     return static_cast<unsigned>(std::max(1.0, std::ceil(wait_s)));
 }
 
+std::size_t RateLimiter::tracked_uids() const {
+    std::lock_guard lock(mutex_);
+    return buckets_.size();
+}
+
 void RateLimiter::forget_full_buckets(std::chrono::steady_clock::time_point now) {
     for (auto it = buckets_.begin(); it != buckets_.end();) {
         const std::chrono::duration<double> idle = now - it->second.last;

@@ -1,0 +1,173 @@
+// A real Store in a temporary directory, a real StoreWriter, and an Api over
+// them with a hand-driven clock, so calls run end to end without a socket.
+#pragma once
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "devcert/api.hpp"
+#include "devcert/config.hpp"
+#include "devcert/counters.hpp"
+#include "devcert/store.hpp"
+#include "devcert/store_writer.hpp"
+
+namespace devcert::test {
+
+class TempDir {
+public:
+    TempDir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "devcert-api-XXXXXX").string();
+        if (::mkdtemp(pattern.data()) == nullptr) FAIL("mkdtemp failed");
+        path_ = pattern;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+using Params = std::vector<std::pair<std::string, std::string>>;
+
+inline Caller root_caller() {
+    Caller c;
+    c.uid = 0;
+    c.gid = 0;
+    c.user = "root";
+    c.groups = {"root"};
+    return c;
+}
+
+inline Caller named_caller(uid_t uid, std::string user, std::vector<std::string> groups) {
+    Caller c;
+    c.uid = uid;
+    c.gid = uid;
+    c.user = std::move(user);
+    c.groups = std::move(groups);
+    return c;
+}
+
+struct Reply {
+    int status = 0;
+    nlohmann::json body;
+    std::optional<unsigned> retry_after_s;
+    std::string code() const { return body.value("Code", std::string()); }
+};
+
+class ApiFixture {
+public:
+    /// `policy_text` empty: the built-in policy (root and our own uid).
+    explicit ApiFixture(std::string policy_text = {}, unsigned rate_limit = 500) {
+        config.instance_id = "local";
+        config.admin_rate_limit = rate_limit;
+        config.max_ca = 5;
+        if (!policy_text.empty()) {
+            config.admin_policy = (dir.path() / "policy.json").string();
+            std::FILE* f = std::fopen(config.admin_policy.c_str(), "w");
+            REQUIRE(f != nullptr);
+            std::fwrite(policy_text.data(), 1, policy_text.size(), f);
+            std::fclose(f);
+        }
+        StoreOptions options;
+        options.path = (dir.path() / "store").string();
+        auto opened = Store::open(options);
+        if (!opened) FAIL("cannot open store: " << opened.error().message);
+        store = std::move(opened).value();
+        writer = std::make_unique<StoreWriter>(*store, [] {});
+        context.store = store.get();
+        context.writer = writer.get();
+        context.config = &config;
+        context.counters = &counters;
+        context.online = &online;
+        context.audit = [this](std::string line) {
+            std::lock_guard lock(audit_mutex);
+            audit_lines.push_back(std::move(line));
+        };
+        ApiOptions api_options;
+        api_options.clock = [this] { return now; };
+        auto created = Api::create(context, api_options);
+        if (!created) FAIL("cannot create api: " << created.error().message);
+        api = std::move(created).value();
+    }
+
+    ~ApiFixture() {
+        api.reset();
+        writer->stop();
+    }
+
+    Reply call(const Params& params, const Caller& caller = root_caller()) {
+        ApiRequest request;
+        request.params = params;
+        return to_reply(api->handle(caller, request));
+    }
+
+    static Reply to_reply(const ApiResponse& response) {
+        Reply reply;
+        reply.status = response.http_status;
+        reply.body = nlohmann::json::parse(response.body, nullptr, false);
+        REQUIRE_FALSE(reply.body.is_discarded());
+        reply.retry_after_s = response.retry_after_s;
+        return reply;
+    }
+
+    std::vector<std::string> audit() {
+        std::lock_guard lock(audit_mutex);
+        return audit_lines;
+    }
+
+    /// Every record and change-log entry, to compare before and after.
+    std::string snapshot() {
+        std::string out;
+        auto outcome = store->read([&](ReadView& view) -> Outcome {
+            auto cas = view.list_cas(Page{1, 100});
+            if (!cas) return cas.error();
+            for (const auto& ca : cas->items) out += ca.sn + ":" + status_string(ca.status) + ";";
+            for (std::uint32_t page = 1;; ++page) {
+                auto devices = view.list_devices(Page{page, 100});
+                if (!devices) return devices.error();
+                for (const auto& d : devices->items) out += d.ca_sn + "/" + d.device_sn + ":" + status_string(d.status) + ";";
+                if (devices->items.size() < 100) break;
+            }
+            auto changes = view.changes_after(0, 100000);
+            if (!changes) return changes.error();
+            out += "changes=" + std::to_string(changes->size());
+            auto code = view.meta("register_code");
+            if (!code) return code.error();
+            out += ";code=" + code->value_or("");
+            return Ok{};
+        });
+        REQUIRE(outcome.ok());
+        return out;
+    }
+
+    TempDir dir;
+    PluginConfig config;
+    Counters counters;
+    OnlineRegistry online;
+    std::unique_ptr<Store> store;
+    std::unique_ptr<StoreWriter> writer;
+    AdminContext context;
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    std::unique_ptr<Api> api;
+    std::mutex audit_mutex;
+    std::vector<std::string> audit_lines;
+};
+
+}  // namespace devcert::test

@@ -1,0 +1,244 @@
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <regex>
+
+#include "api_pki.hpp"
+
+using namespace devcert;
+using namespace devcert::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const Caller ops = named_caller(1000, "ops", {"ops", "mqtt-admins"});
+const Caller viewer = named_caller(1001, "viewer", {"viewer"});
+const Caller stranger = named_caller(4242, "", {});
+
+constexpr const char* kPolicy = R"({"Version": "1", "Statement": [
+  {"Effect": "Allow", "Principal": {"group": ["mqtt-admins"]}, "Action": ["mq:*"], "Resource": ["local"]},
+  {"Effect": "Deny", "Principal": {"user": ["ops"]}, "Action": "mq:Delete*", "Resource": "*"},
+  {"Effect": "Allow", "Principal": {"user": ["viewer"]}, "Action": ["mq:Get*", "mq:List*"], "Resource": ["local"]},
+  {"Effect": "Allow", "Principal": {"uid": [4242]}, "Action": "mq:*", "Resource": "elsewhere"}
+]})";
+
+Params inactivate(const std::string& instance = "local", const std::string& device = "0d01") {
+    return {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", instance}, {"CaSn", "0a01"}, {"DeviceSn", device}};
+}
+
+}  // namespace
+
+TEST_CASE("the policy lets a caller do what an Allow grants on this instance", "[api][access]") {
+    ApiFixture f(kPolicy);
+    CHECK(f.call(inactivate(), ops).code() == "FindDeviceBySnError");  // allowed: reached the store
+    CHECK(f.call({{"Action", "GetStats"}, {"MqttInstanceId", "local"}}, viewer).status == 200);
+}
+
+TEST_CASE("a caller without an Allow for the permission is PermissionCheckFailed", "[api][access]") {
+    ApiFixture f(kPolicy);
+    const auto reply = f.call(inactivate(), viewer);
+    CHECK(reply.status == 403);
+    CHECK(reply.code() == "PermissionCheckFailed");
+}
+
+TEST_CASE("an explicit Deny wins over the group's Allow", "[api][access]") {
+    ApiFixture f(kPolicy);
+    const auto reply = f.call(device_call("DeleteDeviceCertificate", "0a01", "0d01"), ops);
+    CHECK(reply.status == 403);
+    CHECK(reply.code() == "PermissionCheckFailed");
+}
+
+TEST_CASE("a caller allowed only on another instance is MqttOwnerCheckError", "[api][access]") {
+    ApiFixture f(kPolicy);
+    const auto reply = f.call(inactivate(), stranger);
+    CHECK(reply.status == 403);
+    CHECK(reply.code() == "MqttOwnerCheckError");
+}
+
+TEST_CASE("a caller the policy does not name is refused", "[api][access]") {
+    ApiFixture f(kPolicy);
+    const auto nobody = named_caller(5555, "", {});
+    CHECK(f.call({{"Action", "GetStats"}, {"MqttInstanceId", "local"}}, nobody).code() == "PermissionCheckFailed");
+}
+
+TEST_CASE("without a policy file root and the process's own uid may call, others not", "[api][access]") {
+    ApiFixture f;
+    const Params stats{{"Action", "GetStats"}, {"MqttInstanceId", "local"}};
+    CHECK(f.call(stats, root_caller()).status == 200);
+    CHECK(f.call(stats, named_caller(::geteuid(), "me", {})).status == 200);
+    const uid_t other = ::geteuid() == 0 ? 4242 : ::geteuid() + 1;
+    CHECK(f.call(stats, named_caller(other, "someone", {})).code() == "PermissionCheckFailed");
+}
+
+TEST_CASE("a policy file that does not parse stops Api::create naming the file and line", "[api][access]") {
+    TempDir dir;
+    const auto path = (dir.path() / "policy.json").string();
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    REQUIRE(file != nullptr);
+    std::fputs("{\n  \"Statement\": [\n    {\"Effect\": \"Allow\"\n    \"Action\": \"mq:*\"}\n  ]\n}\n", file);
+    std::fclose(file);
+    PluginConfig config;
+    config.admin_policy = path;
+    StoreOptions options;
+    options.path = (dir.path() / "store").string();
+    auto store = Store::open(options);
+    REQUIRE(store.ok());
+    AdminContext context;
+    context.store = store->get();
+    context.config = &config;
+    auto api = Api::create(context);
+    REQUIRE_FALSE(api.ok());
+    CHECK_THAT(api.error().message, Catch::Contains(path) && Catch::Contains("line 4"));
+}
+
+TEST_CASE("the 501st call within a second from one uid is Throttling.User, another uid is unaffected", "[api][access]") {
+    ApiFixture f;
+    const Params stats{{"Action", "GetStats"}, {"MqttInstanceId", "local"}};
+    const auto me = named_caller(::geteuid(), "me", {});
+    for (int i = 0; i < 500; ++i) REQUIRE(f.call(stats, me).status == 200);
+    const auto refused = f.call(stats, me);
+    CHECK(refused.status == 429);
+    CHECK(refused.code() == "Throttling.User");
+    REQUIRE(refused.retry_after_s.has_value());
+    CHECK(*refused.retry_after_s >= 1);
+    const uid_t other_uid = ::geteuid() == 0 ? 4242 : 0;
+    // Another uid has its own bucket (it is refused by the policy, not throttled).
+    CHECK(f.call(stats, named_caller(other_uid, "", {})).code() != "Throttling.User");
+    f.now += 1s;
+    CHECK(f.call(stats, me).status == 200);
+}
+
+TEST_CASE("checks run in order: rate limit, Action, permission, parameters, instance, instance permission, store",
+          "[api][access]") {
+    ApiFixture f(kPolicy, 2);
+    const Params bad_params{{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "nope"}, {"CaSn", "zz"}};
+
+    SECTION("a throttled call with bad parameters is Throttling.User") {
+        const auto spare = named_caller(1000, "ops", {"mqtt-admins"});
+        REQUIRE(f.call(bad_params, spare).code() == "ParameterFieldCheckFailed");
+        REQUIRE(f.call(bad_params, spare).code() == "ParameterFieldCheckFailed");
+        CHECK(f.call(bad_params, spare).code() == "Throttling.User");
+    }
+    SECTION("an unknown Action from a caller with no permission is InvalidAction.NotFound") {
+        const auto reply = f.call({{"Action", "FrobnicateCertificate"}}, named_caller(5555, "", {}));
+        CHECK(reply.status == 404);
+        CHECK(reply.code() == "InvalidAction.NotFound");
+    }
+    SECTION("bad parameters from a caller without the permission are PermissionCheckFailed") {
+        CHECK(f.call(bad_params, viewer).code() == "PermissionCheckFailed");
+    }
+    SECTION("bad parameters with a wrong instance are ParameterFieldCheckFailed") {
+        CHECK(f.call(bad_params, ops).code() == "ParameterFieldCheckFailed");
+    }
+    SECTION("a wrong instance for a caller allowed elsewhere only is MqttInstanceNotFound") {
+        const auto reply = f.call(inactivate("nope"), stranger);
+        CHECK(reply.status == 500);
+        CHECK(reply.code() == "MqttInstanceNotFound");
+    }
+    SECTION("an instance refusal comes before the store's answer") {
+        CHECK(f.call(inactivate("local", "0dff"), stranger).code() == "MqttOwnerCheckError");
+    }
+}
+
+TEST_CASE("Action missing, unknown or repeated is refused", "[api][access]") {
+    ApiFixture f;
+    CHECK(f.call({{"MqttInstanceId", "local"}}).code() == "InvalidAction.NotFound");
+    CHECK(f.call({{"Action", "getstats"}, {"MqttInstanceId", "local"}}).code() == "InvalidAction.NotFound");
+    CHECK(f.call({{"Action", "GetStats"}, {"Action", "GetStats"}, {"MqttInstanceId", "local"}}).code() ==
+          "ParameterFieldCheckFailed");
+    CHECK(f.counters.admin_calls("unknown", "InvalidAction.NotFound") == 2);
+    CHECK(f.counters.admin_calls("GetStats", "ParameterFieldCheckFailed") == 1);
+}
+
+TEST_CASE("parameters missing, empty, repeated, unknown or malformed are ParameterFieldCheckFailed", "[api][access]") {
+    ApiFixture f;
+    const std::vector<Params> cases{
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "local"}, {"CaSn", "0a01"}},
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "local"}, {"CaSn", "0a01"}, {"DeviceSn", ""}},
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "local"}, {"CaSn", "0a01"}, {"DeviceSn", "0d01"}, {"DeviceSn", "0d01"}},
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "local"}, {"CaSn", "0a01"}, {"DeviceSn", "0d01"}, {"Extra", "1"}},
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "local"}, {"CaSn", "0a01"}, {"DeviceSn", "0g01"}},
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", "local"}, {"CaSn", std::string(129, 'a')}, {"DeviceSn", "0d01"}},
+        {{"Action", "InactivateDeviceCertificate"}, {"MqttInstanceId", ""}, {"CaSn", "0a01"}, {"DeviceSn", "0d01"}},
+    };
+    for (const auto& params : cases) {
+        const auto reply = f.call(params);
+        CHECK(reply.status == 400);
+        CHECK(reply.code() == "ParameterFieldCheckFailed");
+        CHECK(reply.body.at("Message") == "Failed to validate the parameters. The parameters may be missing or invalid.");
+        CHECK(reply.body.contains("Detail"));
+    }
+    CHECK(f.call(inactivate("elsewhere")).code() == "MqttInstanceNotFound");
+}
+
+TEST_CASE("every call is counted and audited once, in the fixed shape", "[api][access]") {
+    ApiFixture f;
+    const auto ca = test_ca("0a01", "Root A");
+    REQUIRE(register_ca(f, ca).status == 200);
+    REQUIRE(register_device(f, test_device(ca, "0d01")).status == 200);
+    const auto before = f.audit().size();
+
+    const auto ok = f.call(inactivate());
+    REQUIRE(ok.status == 200);
+    const auto missing = f.call(inactivate("local", "0dff"));
+    const auto lines = f.audit();
+    REQUIRE(lines.size() == before + 2);
+    CHECK(lines[before] == "devcert: admin uid=0(root) | InactivateDeviceCertificate | ca_sn=0a01 device_sn=0d01 | ok | request_id=" +
+                               ok.body.at("RequestId").get<std::string>());
+    CHECK(lines[before + 1] == "devcert: admin uid=0(root) | InactivateDeviceCertificate | ca_sn=0a01 device_sn=0dff | error FindDeviceBySnError | request_id=" +
+                                   missing.body.at("RequestId").get<std::string>());
+    CHECK(f.counters.admin_calls("InactivateDeviceCertificate", "Success") == 1);
+    CHECK(f.counters.admin_calls("InactivateDeviceCertificate", "FindDeviceBySnError") == 1);
+}
+
+TEST_CASE("audit lines cannot be broken by what a client sends", "[api][access]") {
+    ApiFixture f;
+    (void)f.call({{"Action", "Get\nStats"}, {"MqttInstanceId", "local"}});
+    (void)f.call({{"Action", "GetStats"}, {"MqttInstanceId", "local"}, {"Evil\n| ok", "x"}});
+    for (const auto& line : f.audit()) {
+        INFO(line);
+        CHECK(line.find('\n') == std::string::npos);
+        CHECK(std::count(line.begin(), line.end(), '|') == 4);
+    }
+}
+
+TEST_CASE("transport refusals are answered, counted and audited like calls", "[api][access]") {
+    ApiFixture f;
+    struct Case {
+        TransportError error;
+        int status;
+        const char* code;
+    };
+    const Case cases[] = {
+        {TransportError::body_too_large, 413, "ParameterFieldCheckFailed"},
+        {TransportError::too_many_params, 400, "ParameterFieldCheckFailed"},
+        {TransportError::value_too_large, 400, "ParameterFieldCheckFailed"},
+        {TransportError::malformed_body, 400, "ParameterFieldCheckFailed"},
+        {TransportError::unsupported_media, 415, "UnsupportedMediaType"},
+        {TransportError::method_not_allowed, 405, "MethodNotAllowed"},
+        {TransportError::not_found, 404, "InvalidAction.NotFound"},
+    };
+    for (const auto& c : cases) {
+        const auto reply = ApiFixture::to_reply(f.api->reject(root_caller(), c.error));
+        CHECK(reply.status == c.status);
+        CHECK(reply.code() == c.code);
+        CHECK(reply.body.at("RequestId").get<std::string>().size() == 36);
+    }
+    CHECK(f.counters.admin_calls("unknown", "ParameterFieldCheckFailed") == 4);
+    CHECK(f.audit().size() == std::size(cases));
+}
+
+TEST_CASE("trusting all callers skips the policy and the rate limit and marks the change log", "[api][access]") {
+    ApiFixture f(kPolicy, 1);
+    f.api->set_trust_all(true);
+    const auto ca = test_ca("0a01", "Root A");
+    REQUIRE(register_ca(f, ca).status == 200);
+    const auto nobody = named_caller(5555, "", {});
+    REQUIRE(f.call({{"Action", "RegisterDeviceCertificate"}, {"MqttInstanceId", "local"}}, nobody).code() == "ParameterFieldCheckFailed");
+    const auto reply = f.call({{"Action", "RegisterDeviceCertificate"}, {"MqttInstanceId", "local"},
+                               {"DeviceContent", test_device(ca, "0d01").pem()}}, nobody);
+    REQUIRE(reply.status == 200);
+    const auto changes = f.call({{"Action", "ListCertificateChanges"}, {"MqttInstanceId", "local"}});
+    CHECK(changes.body.at("Data").at("Changes").back().at("Caller") == "devcertctl uid=5555");
+}
