@@ -59,9 +59,14 @@ struct PemBlock {
     std::string_view text;  // from "-----BEGIN" through the END line
 };
 
-// Splits PEM text into blocks; anything between blocks other than whitespace
-// is an error, as is a block without its END line.
-Result<std::vector<PemBlock>> split_pem(std::string_view pem, std::size_t max_blocks) {
+struct PemBlocks {
+    std::vector<PemBlock> blocks;
+    bool more = false;  // text continues past max_blocks blocks
+};
+
+// Splits PEM text into at most max_blocks blocks; anything between blocks
+// other than whitespace is an error, as is a block without its END line.
+Result<PemBlocks> split_pem(std::string_view pem, std::size_t max_blocks) {
     std::vector<PemBlock> blocks;
     std::size_t pos = skip_whitespace(pem, 0);
     while (pos < pem.size()) {
@@ -69,6 +74,7 @@ Result<std::vector<PemBlock>> split_pem(std::string_view pem, std::size_t max_bl
             return invalid(blocks.empty() ? "no PEM certificate found (expected a line '-----BEGIN CERTIFICATE-----')"
                                           : "unexpected text after the last PEM block");
         }
+        if (blocks.size() == max_blocks) return PemBlocks{std::move(blocks), true};
         const std::size_t label_start = pos + kBegin.size();
         const std::size_t label_end = pem.find(kDashes, label_start);
         const std::size_t line_end = pem.find('\n', label_start);
@@ -81,15 +87,12 @@ Result<std::vector<PemBlock>> split_pem(std::string_view pem, std::size_t max_bl
         if (end_pos == std::string_view::npos) {
             return invalid(fmt::format("PEM block '{}' has no END line", label));
         }
-        if (blocks.size() == max_blocks) {
-            return invalid(fmt::format("more than {} PEM blocks", max_blocks));
-        }
         const std::size_t block_end = end_pos + end_line.size();
         blocks.push_back(PemBlock{label, pem.substr(pos, block_end - pos)});
         pos = skip_whitespace(pem, block_end);
     }
     if (blocks.empty()) return invalid("no PEM certificate found (the text is empty)");
-    return blocks;
+    return PemBlocks{std::move(blocks), false};
 }
 
 Result<X509Ptr> decode_certificate_block(const PemBlock& block) {
@@ -256,15 +259,10 @@ Result<X509Ptr> parse_pem_certificate(std::string_view pem) {
         return invalid(fmt::format("certificate PEM is {} bytes; at most {} are accepted", pem.size(),
                                    kMaxCertificatePem));
     }
-    auto blocks = split_pem(pem, 2);
-    if (!blocks) {
-        // split_pem stops at its cap: two blocks found means "more than one".
-        return blocks.error();
-    }
-    if (blocks->size() != 1) {
-        return invalid("the PEM text holds more than one block; exactly one certificate is expected");
-    }
-    return decode_certificate_block(blocks->front());
+    auto split = split_pem(pem, 1);
+    if (!split) return split.error();
+    if (split->more) return invalid("the PEM text holds more than one block; exactly one certificate is expected");
+    return decode_certificate_block(split->blocks.front());
 }
 
 Result<std::vector<X509Ptr>> parse_pem_bundle(std::string_view pem) {
@@ -272,12 +270,14 @@ Result<std::vector<X509Ptr>> parse_pem_bundle(std::string_view pem) {
         return invalid(
             fmt::format("certificate bundle is {} bytes; at most {} are accepted", pem.size(), kMaxBundlePem));
     }
-    auto blocks = split_pem(pem, kMaxBundleCertificates);
-    if (!blocks) return blocks.error();
+    auto split = split_pem(pem, kMaxBundleCertificates);
+    if (!split) return split.error();
+    if (split->more) return invalid(fmt::format("the bundle holds more than {} certificates", kMaxBundleCertificates));
+    const auto& blocks = split->blocks;
     std::vector<X509Ptr> certs;
-    certs.reserve(blocks->size());
-    for (std::size_t i = 0; i < blocks->size(); ++i) {
-        auto cert = decode_certificate_block((*blocks)[i]);
+    certs.reserve(blocks.size());
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+        auto cert = decode_certificate_block(blocks[i]);
         if (!cert) return invalid(fmt::format("certificate {} of the bundle: {}", i + 1, cert.error().message));
         certs.push_back(std::move(cert.value()));
     }
