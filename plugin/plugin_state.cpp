@@ -1,1 +1,202 @@
-// (in progress)
+#include "plugin_state.hpp"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "devcert/threads.hpp"
+
+namespace devcert::plugin {
+
+PluginState::PluginState(PluginConfig cfg) : config(std::move(cfg)) {}
+
+PluginState::~PluginState() {
+    // The admin server submits to the writer and the writer wakes the
+    // broker thread: stop them in that order, before what they point to.
+    if (admin) admin->stop();
+    admin.reset();
+    if (writer) writer->stop();
+    writer.reset();
+    reader.reset();
+    store.reset();
+    wakeup.restore();
+}
+
+namespace {
+
+constexpr std::string_view kImportCaller = "plugin_opt_import_ca";
+
+Result<std::string> read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return make_error(Errc::io_error,
+                          fmt::format("{}: cannot read '{}': {}", kImportCaller, path, std::strerror(errno)));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+Outcome import_ca_file(Store& store, const std::string& path, unsigned max_ca) {
+    auto text = read_file(path);
+    if (!text) return text.error();
+    auto certs = parse_pem_bundle(*text);
+    if (!certs) {
+        return make_error(Errc::invalid_argument,
+                          fmt::format("{}: '{}': {}", kImportCaller, path, certs.error().message));
+    }
+    for (const auto& cert : *certs) {
+        auto info = validate_ca_certificate(cert.get());
+        if (!info) {
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{}: '{}': {}", kImportCaller, path, info.error().message));
+        }
+        bool already = false;
+        CertStatus kept = CertStatus::active;
+        auto written = store.write([&](WriteView& w) -> Outcome {
+            already = false;
+            auto existing = w.get_ca(info->serial);
+            if (!existing) return existing.error();
+            if (*existing) {
+                if ((*existing)->fingerprint != info->fingerprint) {
+                    return make_error(Errc::already_exists,
+                                      fmt::format("CA {} is already registered with a different certificate",
+                                                  info->serial));
+                }
+                already = true;
+                kept = (*existing)->status;
+                return Ok{};
+            }
+            auto count = w.ca_count();
+            if (!count) return count.error();
+            if (*count >= max_ca) {
+                return make_error(Errc::limit_exceeded,
+                                  fmt::format("CA {} would exceed plugin_opt_max_ca ({})", info->serial, max_ca));
+            }
+            const auto now = now_ms();
+            CaRecord rec;
+            rec.sn = info->serial;
+            rec.name = info->common_name;
+            rec.content_pem = info->pem;
+            rec.status = CertStatus::active;
+            rec.valid_begin_ms = info->not_before_ms;
+            rec.valid_end_ms = info->not_after_ms;
+            rec.created_ms = rec.updated_ms = rec.status_changed_ms = now;
+            rec.registered_by = RegisteredBy::import;
+            rec.subject_key_id = info->subject_key_id;
+            rec.fingerprint = info->fingerprint;
+            return w.insert_ca(rec, "ImportCaCertificate", kImportCaller);
+        });
+        if (!written) {
+            return make_error(written.error().code,
+                              fmt::format("{}: '{}': {}", kImportCaller, path, written.error().message));
+        }
+        if (already) {
+            log(LogLevel::info, "CA {} from '{}' is already registered; its status ({}) is kept", info->serial, path,
+                status_name(kept));
+        } else {
+            log(LogLevel::notice, "imported CA {} ({}) from '{}' as active", info->serial, info->subject, path);
+        }
+    }
+    return Ok{};
+}
+
+const char* signal_label(int signo) {
+    if (signo == 0) return "off";
+    const char* name = sigabbrev_np(signo);
+    return name ? name : "real-time";
+}
+
+}  // namespace
+
+Outcome load_issuers(Store& store, IssuerIndex& index) {
+    IssuerIndex fresh;
+    auto read = store.read([&](ReadView& r) -> Outcome {
+        fresh.clear();
+        for (std::uint32_t page = 1;; ++page) {
+            auto cas = r.list_cas(Page{page, 100});
+            if (!cas) return cas.error();
+            for (const auto& rec : cas->items) {
+                auto cert = parse_pem_certificate(rec.content_pem);
+                if (!cert) {
+                    return make_error(Errc::store_error, fmt::format("stored CA {} cannot be read: {}", rec.sn,
+                                                                     cert.error().message));
+                }
+                fresh.add(rec.sn, cert->get());
+            }
+            if (cas->items.size() < 100 || static_cast<std::uint64_t>(page) * 100 >= cas->total) break;
+        }
+        return Ok{};
+    });
+    if (!read) return read;
+    index = std::move(fresh);
+    return Ok{};
+}
+
+Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
+    auto state = std::make_unique<PluginState>(std::move(config));
+    const PluginConfig& c = state->config;
+
+    // Before any thread exists, so that every thread we start blocks it.
+    set_wakeup_signal(c.wakeup_signal);
+    if (auto ok = state->wakeup.install(c.wakeup_signal); !ok) return ok.error();
+
+    StoreOptions options;
+    options.path = c.db_path;
+    options.initial_map_size = c.map_size;
+    options.change_log_retention = c.change_log_retention;
+    options.create = true;
+    auto opened = Store::open(options);
+    if (!opened) return opened.error();
+    state->store = std::move(*opened);
+    Store& store = *state->store;
+
+    if (auto ok = store.write([&](WriteView& w) { return w.set_meta("instance_id", c.instance_id); }); !ok) {
+        return make_error(ok.error().code, fmt::format("cannot record the instance id in '{}': {}", store.path(),
+                                                       ok.error().message));
+    }
+    for (const auto& path : c.import_ca) {
+        if (auto ok = import_ca_file(store, path, c.max_ca); !ok) return ok.error();
+    }
+    if (auto ok = load_issuers(store, state->issuers); !ok) {
+        return make_error(ok.error().code,
+                          fmt::format("cannot load CAs from '{}': {}", store.path(), ok.error().message));
+    }
+
+    state->reader = std::make_unique<StatusReader>(store);
+    // Changes made before start-up are already reflected in the statuses
+    // every connection reads: the tick only needs what comes after.
+    if (!state->reader->refresh() || state->reader->last_change_seq(state->last_seq) == Lookup::error) {
+        return make_error(Errc::store_error, fmt::format("cannot read the change log of '{}'", store.path()));
+    }
+    state->reader->release();
+
+    PluginState* raw = state.get();
+    state->writer = std::make_unique<StoreWriter>(store, [raw] { raw->wakeup.wake(); });
+
+    if (!c.admin_socket.empty()) {
+        AdminContext context;
+        context.store = &store;
+        context.writer = state->writer.get();
+        context.config = &state->config;
+        context.counters = &state->counters;
+        context.online = &state->online;
+        context.audit = [raw](std::string line) {
+            raw->deferred.push(LogLevel::notice, std::move(line));
+            raw->wakeup.wake();
+        };
+        auto admin = AdminServer::start(context);
+        if (!admin) return admin.error();
+        state->admin = std::move(*admin);
+    }
+
+    log(LogLevel::notice, "instance '{}', store '{}', {} CA(s) registered, admin socket {}, wake-up signal {}",
+        c.instance_id, store.path(), state->issuers.size(), c.admin_socket.empty() ? "off" : "'" + c.admin_socket + "'",
+        signal_label(c.wakeup_signal));
+    return state;
+}
+
+}  // namespace devcert::plugin

@@ -1,0 +1,316 @@
+#include "connection_check.hpp"
+
+#include <openssl/objects.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "broker.hpp"
+#include "devcert/serial.hpp"
+#include "plugin_state.hpp"
+
+namespace devcert::plugin {
+
+namespace {
+
+constexpr std::size_t kMaxCandidates = 8;
+
+std::string_view ca_of(const Verdict& v) noexcept { return {v.ca_sn, v.ca_sn_len}; }
+std::string_view device_of(const Verdict& v) noexcept { return {v.device_sn, v.device_sn_len}; }
+
+void set_ca(Verdict& v, const std::string& sn) noexcept {
+    v.ca_sn = sn.c_str();
+    v.ca_sn_len = sn.size();
+}
+
+Refusal refusal_for_device(CertStatus s) noexcept {
+    return s == CertStatus::revoked ? Refusal::device_revoked : Refusal::device_inactive;
+}
+
+// The device record is known: its status decides, then its CA's status.
+void judge_registered(StatusReader& reader, CertStatus device_status, Verdict& v) noexcept {
+    if (device_status != CertStatus::active) {
+        v.kind = Verdict::Kind::refuse;
+        v.refusal = refusal_for_device(device_status);
+        return;
+    }
+    CertStatus ca_status = CertStatus::inactive;
+    switch (reader.ca_status(ca_of(v), ca_status)) {
+        case Lookup::error: v.kind = Verdict::Kind::store_error; return;
+        case Lookup::not_found:
+            v.kind = Verdict::Kind::refuse;
+            v.refusal = Refusal::ca_not_registered;
+            return;
+        case Lookup::found: break;
+    }
+    if (ca_status != CertStatus::active) {
+        v.kind = Verdict::Kind::refuse;
+        v.refusal = Refusal::ca_inactive;
+        return;
+    }
+    v.kind = Verdict::Kind::accept;
+}
+
+}  // namespace
+
+void evaluate_certificate(PluginState& state, X509* cert, Verdict& v) noexcept {
+    v.kind = Verdict::Kind::refuse;
+    v.refusal = Refusal::bad_certificate;
+    const std::size_t n = serial_from_asn1_into(X509_get0_serialNumber(cert), v.device_sn, sizeof v.device_sn);
+    if (n == 0) {
+        v.device_sn[0] = '-';
+        v.device_sn_len = 1;
+        return;
+    }
+    v.device_sn_len = n;
+    Sha256 fingerprint{};
+    if (!certificate_fingerprint(cert, fingerprint)) return;
+
+    StatusReader& reader = *state.reader;
+    if (!reader.refresh()) {
+        v.kind = Verdict::Kind::store_error;
+        return;
+    }
+
+    // A device stored with this very certificate under a candidate CA needs
+    // no signature check: the fingerprint already proves it is the same one.
+    const std::string* candidates[kMaxCandidates];
+    const std::size_t count = state.issuers.candidates(cert, candidates, kMaxCandidates);
+    DeviceStatusView view;
+    for (std::size_t i = 0; i < count; ++i) {
+        switch (reader.device_status(*candidates[i], device_of(v), view)) {
+            case Lookup::error: v.kind = Verdict::Kind::store_error; return;
+            case Lookup::not_found: continue;
+            case Lookup::found: break;
+        }
+        if (view.fingerprint != fingerprint) continue;
+        set_ca(v, *candidates[i]);
+        judge_registered(reader, view.status, v);
+        return;
+    }
+
+    const std::string* issuer = state.issuers.find_issuer(cert);
+    if (issuer == nullptr) {
+        v.kind = Verdict::Kind::refuse;
+        v.refusal = Refusal::ca_not_registered;
+        return;
+    }
+    set_ca(v, *issuer);
+    // Same (CaSn, DeviceSn) with another certificate, signed by that CA: the
+    // pair is the identity, as in the reference service, so its record rules.
+    switch (reader.device_status(*issuer, device_of(v), view)) {
+        case Lookup::error: v.kind = Verdict::Kind::store_error; return;
+        case Lookup::found: judge_registered(reader, view.status, v); return;
+        case Lookup::not_found: break;
+    }
+
+    CertStatus ca_status = CertStatus::inactive;
+    switch (reader.ca_status(*issuer, ca_status)) {
+        case Lookup::error: v.kind = Verdict::Kind::store_error; return;
+        case Lookup::not_found:
+            v.refusal = Refusal::ca_not_registered;
+            return;
+        case Lookup::found: break;
+    }
+    if (ca_status != CertStatus::active) {
+        v.refusal = Refusal::ca_inactive;
+        return;
+    }
+    switch (state.config.auto_register) {
+        case AutoRegister::active: v.kind = Verdict::Kind::register_then_accept; return;
+        case AutoRegister::inactive:
+            v.kind = Verdict::Kind::register_then_refuse;
+            v.refusal = Refusal::device_inactive;
+            return;
+        case AutoRegister::off: v.refusal = Refusal::not_registered; return;
+    }
+}
+
+namespace {
+
+const char* client_id_of(mosquitto* client) noexcept {
+    const char* id = mosquitto_client_id(client);
+    return id ? id : "";
+}
+
+int len_of(std::string_view s) noexcept { return static_cast<int>(s.size()); }
+
+// Hands the registration to the writer thread: the broker thread never
+// waits for a disk write. A second connection before the commit submits
+// again; the job then finds the record and changes nothing.
+void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
+    auto info = describe_certificate(cert);
+    if (!info) {
+        log(LogLevel::warning, "cannot register DeviceSn {} under CaSn {}: {}", device_of(v), ca_of(v),
+            info.error().message);
+        return;
+    }
+    DeviceRecord rec;
+    rec.ca_sn.assign(ca_of(v));
+    rec.device_sn.assign(device_of(v));
+    rec.device_name = info->common_name;
+    rec.content_pem = std::move(info->pem);
+    rec.status = v.kind == Verdict::Kind::register_then_accept ? CertStatus::active : CertStatus::inactive;
+    rec.valid_begin_ms = info->not_before_ms;
+    rec.valid_end_ms = info->not_after_ms;
+    rec.created_ms = rec.updated_ms = rec.status_changed_ms = now_ms();
+    rec.registered_by = RegisteredBy::connection;
+    rec.fingerprint = info->fingerprint;
+
+    const char* status = status_name(rec.status);
+    auto inserted = std::make_shared<bool>(false);
+    PluginState* raw = &state;
+    std::string ca(ca_of(v));
+    std::string dev(device_of(v));
+    state.writer->submit(
+        [rec = std::move(rec), inserted](WriteView& w) -> Outcome {
+            *inserted = false;
+            auto existing = w.get_device(rec.ca_sn, rec.device_sn);
+            if (!existing) return existing.error();
+            if (*existing) return Ok{};
+            if (auto ok = w.insert_device(rec, "AutoRegister", "connection"); !ok) return ok;
+            *inserted = true;
+            return Ok{};
+        },
+        [raw, inserted, ca = std::move(ca), dev = std::move(dev), status](const Outcome& outcome) {
+            // Writer thread: no broker call here, the lines wait for the tick.
+            if (!outcome) {
+                raw->counters.store_errors.fetch_add(1, std::memory_order_relaxed);
+                raw->deferred.push(LogLevel::error, fmt::format("cannot register DeviceSn {} under CaSn {}: {}", dev,
+                                                                ca, outcome.error().message));
+            } else if (*inserted) {
+                raw->counters.auto_registrations.fetch_add(1, std::memory_order_relaxed);
+                raw->deferred.push(LogLevel::notice,
+                                   fmt::format("registered DeviceSn {} under CaSn {} as {}", dev, ca, status));
+            }
+        });
+}
+
+bool set_username(mosquitto* client, X509* cert, const Verdict& v, UsernameMode mode) noexcept {
+    char name[256];
+    switch (mode) {
+        case UsernameMode::keep: return true;
+        case UsernameMode::cn: {
+            const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, name, sizeof name);
+            if (n > 0) return mosquitto_set_username(client, name) == MOSQ_ERR_SUCCESS;
+            break;  // no CN: the device serial is the next best stable name
+        }
+        case UsernameMode::subject: {
+            BioPtr bio(BIO_new(BIO_s_mem()));
+            if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) {
+                return false;
+            }
+            const int n = BIO_read(bio.get(), name, sizeof name - 1);
+            if (n <= 0) break;
+            name[n] = '\0';
+            return mosquitto_set_username(client, name) == MOSQ_ERR_SUCCESS;
+        }
+        case UsernameMode::device_sn: break;
+    }
+    const auto dev = device_of(v);
+    std::memcpy(name, dev.data(), dev.size());
+    name[dev.size()] = '\0';
+    return mosquitto_set_username(client, name) == MOSQ_ERR_SUCCESS;
+}
+
+int accept(PluginState& state, mosquitto* client, const char* id, X509* cert, const Verdict& v,
+           bool device_known) noexcept {
+    if (!set_username(client, cert, v, state.config.username)) {
+        log(LogLevel::error, "cannot set the username of client '{}'", id);
+        return MOSQ_ERR_NOMEM;
+    }
+    try {
+        state.clients.accept(client, id, device_known ? ca_of(v) : std::string_view{}, device_of(v));
+    } catch (...) {
+        log(LogLevel::error, "out of memory recording client '{}': it cannot be kicked", id);
+    }
+    state.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+    mosquitto_log_printf(MOSQ_LOG_INFO, "devcert: accepted client '%s' (CaSn %.*s, DeviceSn %.*s)", id,
+                         len_of(ca_of(v)), v.ca_sn, len_of(device_of(v)), v.device_sn);
+    return MOSQ_ERR_SUCCESS;
+}
+
+int refuse(PluginState& state, mosquitto* client, const char* id, std::string_view ca, std::string_view dev,
+           Refusal why) noexcept {
+    state.counters.refused(why);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s", id,
+                         len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why));
+    try {
+        // The re-check after a reload refuses clients that are connected:
+        // the broker drops them, and they must not stay in the table.
+        state.clients.remove(client);
+        state.clients.forget(id);
+    } catch (...) {
+    }
+    return MOSQ_ERR_AUTH;
+}
+
+void watch_tick(PluginState& state) noexcept {
+    TickWatch& w = state.tick_watch;
+    if (w.warned || w.tick_seen) return;
+    const auto now = TickWatch::Clock::now();
+    if (w.armed_at == TickWatch::Clock::time_point{}) {
+        w.armed_at = now;
+        return;
+    }
+    if (now - w.armed_at < w.grace) return;
+    w.warned = true;
+    log(LogLevel::error,
+        "the broker has not delivered MOSQ_EVT_TICK for {} s: connected clients cannot be kicked when a "
+        "status changes (mosquitto 2.0.11 never delivers it with per_listener_settings true; set it to false)",
+        std::chrono::duration_cast<std::chrono::seconds>(now - w.armed_at).count());
+}
+
+}  // namespace
+
+int check_connection(PluginState& state, mosquitto* client) noexcept {
+    watch_tick(state);
+    const char* id = client_id_of(client);
+    X509Ptr cert(static_cast<X509*>(mosquitto_client_certificate(client)));
+    if (!cert) {
+        // During the re-check after a reload a missing certificate means an
+        // offline durable session (no socket): one we accepted stays.
+        if (state.reload_recheck && state.clients.accepted_before(id)) return MOSQ_ERR_SUCCESS;
+        if (state.config.no_certificate == NoCertificate::defer) return MOSQ_ERR_PLUGIN_DEFER;
+        return refuse(state, client, id, "-", "-", Refusal::no_certificate);
+    }
+
+    Verdict v;
+    evaluate_certificate(state, cert.get(), v);
+    switch (v.kind) {
+        case Verdict::Kind::accept: return accept(state, client, id, cert.get(), v, true);
+        case Verdict::Kind::register_then_accept:
+            try {
+                submit_registration(state, cert.get(), v);
+            } catch (...) {
+                log(LogLevel::error, "cannot queue the registration of DeviceSn {} under CaSn {}", device_of(v),
+                    ca_of(v));
+            }
+            return accept(state, client, id, cert.get(), v, true);
+        case Verdict::Kind::register_then_refuse:
+            try {
+                submit_registration(state, cert.get(), v);
+            } catch (...) {
+                log(LogLevel::error, "cannot queue the registration of DeviceSn {} under CaSn {}", device_of(v),
+                    ca_of(v));
+            }
+            return refuse(state, client, id, ca_of(v), device_of(v), v.refusal);
+        case Verdict::Kind::refuse: return refuse(state, client, id, ca_of(v), device_of(v), v.refusal);
+        case Verdict::Kind::store_error:
+            state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
+            if (state.config.on_store_error == OnStoreError::allow) {
+                state.counters.connections_allowed_on_store_error.fetch_add(1, std::memory_order_relaxed);
+                log(LogLevel::error,
+                    "STORE ERROR: client '{}' (DeviceSn {}) allowed without a status check "
+                    "because plugin_opt_on_store_error is allow",
+                    id, device_of(v));
+                return accept(state, client, id, cert.get(), v, false);
+            }
+            return refuse(state, client, id, ca_of(v), device_of(v), Refusal::store_error);
+    }
+    return MOSQ_ERR_AUTH;
+}
+
+}  // namespace devcert::plugin

@@ -1,0 +1,161 @@
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+
+#include "glue_fixture.hpp"
+#include "tick.hpp"
+#include "wakeup.hpp"
+
+using devcert::CertStatus;
+using glue::kCaSn;
+using glue::kOtherCaSn;
+using glue::pki;
+
+TEST_CASE("a device inactivated in the store while connected is kicked at the next tick", "[glue][kick]") {
+    glue::Plugin plugin;
+    auto dev = pki().device("d101", "sensor-101", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto c("kick-me", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+
+    plugin.broker().tick();
+    CHECK(plugin.broker().kicked.empty());
+
+    plugin.set_device_status(kCaSn, "d101", CertStatus::inactive);
+    plugin.broker().tick();
+    CHECK(plugin.broker().kicked == std::vector<std::string>{"kick-me"});
+    CHECK_FALSE(c.connected);
+    CHECK(plugin.state().counters.kicks == 1);
+    CHECK(plugin.state().clients.size() == 0);
+    CHECK_FALSE(plugin.state().online.online(kCaSn, "d101"));
+    CHECK(plugin.broker().logged("kicked client 'kick-me' (CaSn 0c01, DeviceSn d101): device no longer active"));
+
+    // Nothing is applied twice.
+    plugin.broker().tick();
+    CHECK(plugin.state().counters.kicks == 1);
+}
+
+TEST_CASE("a change that leaves a device active kicks nobody", "[glue][kick]") {
+    glue::Plugin plugin;
+    auto a = pki().device("d102", "sensor-102", pki().ca);
+    auto b = pki().device("d103", "sensor-103", pki().ca);
+    plugin.register_device(a, kCaSn, CertStatus::active);
+    plugin.register_device(b, kCaSn, CertStatus::inactive);
+    mosquitto c("stays", a.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    plugin.set_device_status(kCaSn, "d103", CertStatus::active);
+    plugin.broker().tick();
+    CHECK(plugin.broker().kicked.empty());
+    CHECK(c.connected);
+}
+
+TEST_CASE("a CA inactivated while its devices are connected kicks all of them and only them", "[glue][kick]") {
+    glue::Plugin plugin({}, true);
+    auto d1 = pki().device("d111", "sensor-111", pki().ca);
+    auto d2 = pki().device("d112", "sensor-112", pki().ca);
+    auto d3 = pki().device("d113", "sensor-113", pki().other_ca);
+    mosquitto c1("ca-a-1", d1.cert.get());
+    mosquitto c2("ca-a-2", d2.cert.get());
+    mosquitto c3("ca-b-1", d3.cert.get());
+    for (auto* c : {&c1, &c2, &c3}) REQUIRE(plugin.broker().basic_auth(c) == MOSQ_ERR_SUCCESS);
+    REQUIRE(plugin.tick_until([&] { return plugin.state().counters.auto_registrations == 3; }));
+
+    plugin.set_ca_status(kCaSn, CertStatus::inactive);
+    plugin.broker().tick();
+    CHECK(plugin.state().counters.kicks == 2);
+    CHECK_FALSE(c1.connected);
+    CHECK_FALSE(c2.connected);
+    CHECK(c3.connected);
+    CHECK(plugin.state().clients.size() == 1);
+    CHECK(plugin.state().online.online(kOtherCaSn, "d113"));
+}
+
+TEST_CASE("a session takeover leaves the new client in the table when the old one disconnects", "[glue][kick]") {
+    glue::Plugin plugin;
+    auto dev = pki().device("d120", "sensor-120", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto old_client("same-id", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&old_client) == MOSQ_ERR_SUCCESS);
+    mosquitto new_client("same-id", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&new_client) == MOSQ_ERR_SUCCESS);
+    // Mosquitto fires DISCONNECT for the old context after the new one was accepted.
+    plugin.broker().disconnect(&old_client);
+
+    CHECK(plugin.state().clients.size() == 1);
+    CHECK(plugin.state().clients.find(&new_client) != nullptr);
+    CHECK(plugin.state().online.online(kCaSn, "d120"));
+
+    plugin.set_device_status(kCaSn, "d120", CertStatus::inactive);
+    plugin.broker().tick();
+    CHECK_FALSE(new_client.connected);
+    CHECK(plugin.state().counters.kicks == 1);
+    CHECK(plugin.state().clients.size() == 0);
+    CHECK_FALSE(plugin.state().online.online(kCaSn, "d120"));
+}
+
+TEST_CASE("a client that disconnected is not kicked for a later change", "[glue][kick]") {
+    glue::Plugin plugin;
+    auto dev = pki().device("d121", "sensor-121", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto c("gone", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    plugin.broker().disconnect(&c);
+    plugin.set_device_status(kCaSn, "d121", CertStatus::revoked);
+    plugin.broker().tick();
+    CHECK(plugin.broker().kicked.empty());
+    CHECK(plugin.state().counters.kicks == 0);
+}
+
+TEST_CASE("a full re-check kicks exactly the connected clients that are no longer active", "[glue][kick]") {
+    glue::Plugin plugin;
+    auto good = pki().device("d130", "sensor-130", pki().ca);
+    auto bad = pki().device("d131", "sensor-131", pki().ca);
+    plugin.register_device(good, kCaSn, CertStatus::active);
+    plugin.register_device(bad, kCaSn, CertStatus::active);
+    mosquitto a("good", good.cert.get());
+    mosquitto b("bad", bad.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&a) == MOSQ_ERR_SUCCESS);
+    REQUIRE(plugin.broker().basic_auth(&b) == MOSQ_ERR_SUCCESS);
+    plugin.set_device_status(kCaSn, "d131", CertStatus::inactive);
+
+    CHECK(devcert::plugin::recheck_connected(plugin.state()) == 1);
+    CHECK(a.connected);
+    CHECK_FALSE(b.connected);
+}
+
+TEST_CASE("audit lines queued by other threads are logged by the tick on the broker thread", "[glue][tick]") {
+    glue::Plugin plugin;
+    std::thread admin([&] {
+        plugin.state().deferred.push(devcert::plugin::LogLevel::notice,
+                                     "devcert: admin/uid=0(root) | InactivateDeviceCertificate | CaSn=0c01");
+    });
+    admin.join();
+    CHECK_FALSE(plugin.broker().logged("InactivateDeviceCertificate"));
+    plugin.broker().tick();
+    CHECK(plugin.broker().logged("devcert: admin/uid=0(root) | InactivateDeviceCertificate | CaSn=0c01"));
+    CHECK(plugin.broker().foreign_calls.empty());
+}
+
+TEST_CASE("the wake-up signal interrupts the broker thread's epoll_wait at once", "[glue][wakeup]") {
+    devcert::plugin::WakeupSignal wakeup;
+    REQUIRE(wakeup.install(SIGURG).ok());
+    devcert::UniqueFd ep(epoll_create1(0));
+    REQUIRE(ep);
+    std::thread writer([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        wakeup.wake();
+    });
+    epoll_event events[1];
+    const auto start = std::chrono::steady_clock::now();
+    const int rc = epoll_wait(ep.get(), events, 1, 5000);
+    const int err = errno;
+    const auto waited = std::chrono::steady_clock::now() - start;
+    writer.join();
+    CHECK(rc == -1);
+    CHECK(err == EINTR);
+    CHECK(waited < std::chrono::seconds(2));
+    wakeup.restore();
+    struct sigaction now {};
+    sigaction(SIGURG, nullptr, &now);
+    CHECK(now.sa_handler == SIG_DFL);
+}

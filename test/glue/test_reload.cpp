@@ -1,0 +1,78 @@
+#include "glue_fixture.hpp"
+
+using devcert::CertStatus;
+using glue::kCaSn;
+using glue::pki;
+
+TEST_CASE("the re-check after a reload keeps active devices and refuses inactive ones", "[glue][reload]") {
+    glue::Plugin plugin;
+    auto good = pki().device("d201", "sensor-201", pki().ca);
+    auto bad = pki().device("d202", "sensor-202", pki().ca);
+    plugin.register_device(good, kCaSn, CertStatus::active);
+    plugin.register_device(bad, kCaSn, CertStatus::active);
+    mosquitto a("keeps", good.cert.get());
+    mosquitto b("drops", bad.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&a) == MOSQ_ERR_SUCCESS);
+    REQUIRE(plugin.broker().basic_auth(&b) == MOSQ_ERR_SUCCESS);
+    plugin.set_device_status(kCaSn, "d202", CertStatus::inactive);
+
+    // RELOAD, then BASIC_AUTH for every session, then TICK, as in one loop iteration.
+    CHECK(plugin.broker().reload() == MOSQ_ERR_PLUGIN_DEFER);
+    CHECK(plugin.broker().basic_auth(&a) == MOSQ_ERR_SUCCESS);
+    CHECK(plugin.broker().basic_auth(&b) == MOSQ_ERR_AUTH);
+    plugin.broker().tick();
+
+    CHECK(plugin.state().counters.reload_rechecks == 1);
+    CHECK(plugin.state().clients.size() == 1);
+    CHECK(plugin.state().clients.find(&a) != nullptr);
+    CHECK(plugin.state().online.online(kCaSn, "d201"));
+    CHECK_FALSE(plugin.state().online.online(kCaSn, "d202"));
+    CHECK(plugin.state().counters.connections_accepted == 3);
+}
+
+TEST_CASE("the re-check after a reload does not duplicate a connected client", "[glue][reload]") {
+    glue::Plugin plugin;
+    auto dev = pki().device("d203", "sensor-203", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto c("once", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    plugin.broker().reload();
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    plugin.broker().tick();
+    CHECK(plugin.state().clients.size() == 1);
+    CHECK(plugin.state().online.connected() == 1);
+    plugin.broker().disconnect(&c);
+    CHECK_FALSE(plugin.state().online.online(kCaSn, "d203"));
+}
+
+TEST_CASE("an offline durable session we accepted survives the re-check after a reload", "[glue][reload]") {
+    glue::Plugin plugin;
+    auto dev = pki().device("d204", "sensor-204", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto c("durable", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    plugin.broker().disconnect(&c);  // the session stays, its socket is gone
+    mosquitto stranger("never-seen", nullptr);
+
+    plugin.broker().reload();
+    CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    CHECK(plugin.broker().basic_auth(&stranger) == MOSQ_ERR_PLUGIN_DEFER);
+    plugin.broker().tick();
+
+    // Outside the re-check, no certificate means the no_certificate policy.
+    CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_PLUGIN_DEFER);
+}
+
+TEST_CASE("a kicked device's offline session is not kept by a later reload", "[glue][reload]") {
+    glue::Plugin plugin(devcert::OptionList{{"no_certificate", "deny"}});
+    auto dev = pki().device("d205", "sensor-205", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto c("kicked-durable", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    plugin.set_device_status(kCaSn, "d205", CertStatus::inactive);
+    plugin.broker().tick();
+    REQUIRE_FALSE(c.connected);
+
+    plugin.broker().reload();
+    CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_AUTH);
+}
