@@ -4,7 +4,21 @@
 //
 // Several processes may open the same directory at once (a broker and
 // devcertctl); LMDB's lock file coordinates them. Within a process one Store
-// is shared by all threads.
+// is shared by all threads; never open the same directory twice in one
+// process (LMDB's locks are per process).
+//
+// Threading rule. Growing the map (on MDB_MAP_FULL, or adopting a map another
+// process grew) needs every transaction of this process closed, so every
+// transaction holds a shared hold on the store's remap gate and remapping
+// takes it exclusively. Hence:
+//   - A thread holding a StatusReader snapshot (between refresh() and
+//     release()) or running inside Store::read() must not call write() or
+//     write_batch(): those refuse at once with Errc::store_error rather than
+//     risk waiting on themselves. Reads inside reads are fine.
+//   - Release StatusReader snapshots when idle: a growth waits for them.
+//   - refresh() and release() of one snapshot run on the same thread; a
+//     released StatusReader may move to another thread.
+//   - Destroy every StatusReader and StoreWriter before their Store.
 #pragma once
 
 #include <cstdint>
@@ -117,11 +131,14 @@ public:
     StatusReader& operator=(const StatusReader&) = delete;
 
     /// Starts a fresh snapshot (renews the read transaction). Cheap (~1 µs).
+    /// False if the store cannot be read; lookups then report Lookup::error.
     bool refresh() noexcept;
     /// Ends the snapshot (resets the read transaction) so the writer can
     /// reclaim pages. Call when idle.
     void release() noexcept;
 
+    /// Lookups need an open snapshot (Lookup::error otherwise). A serial that
+    /// cannot be a key (empty, over 128 characters) is simply not_found.
     Lookup device_status(std::string_view ca_sn, std::string_view device_sn, DeviceStatusView& out) noexcept;
     Lookup ca_status(std::string_view ca_sn, CertStatus& out) noexcept;
     /// Seq of the newest change log entry, 0 if empty.
@@ -156,6 +173,7 @@ public:
     virtual Result<std::uint64_t> ca_count() = 0;
     virtual Result<std::uint64_t> device_count() = 0;
     /// Metadata strings ("instance_id", "register_code", ...); nullopt if unset.
+    /// "schema_version" and keys starting "store." belong to the store.
     virtual Result<std::optional<std::string>> meta(std::string_view key) = 0;
 };
 
@@ -164,6 +182,8 @@ public:
 class WriteView : public ReadView {
 public:
     /// Errc::already_exists if the Sn is taken. Maintains the SKI index.
+    /// rec.device_count is ignored (a new CA has no devices). Logged with
+    /// old_status = nullopt.
     virtual Outcome insert_ca(const CaRecord& rec, std::string_view action, std::string_view caller) = 0;
     /// Returns the previous status. Errc::not_found if absent.
     virtual Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
@@ -185,6 +205,7 @@ public:
     /// policy to refuse, not the store's.
     virtual Outcome delete_device(std::string_view ca_sn, std::string_view device_sn, std::string_view action,
                                   std::string_view caller) = 0;
+    /// Errc::invalid_argument for the store's own keys (see meta()).
     virtual Outcome set_meta(std::string_view key, std::string_view value) = 0;
 };
 
@@ -207,7 +228,8 @@ public:
     /// returns ok; aborts otherwise and returns fn's error. If the map is full
     /// the transaction is aborted, the map grown, and fn run again from
     /// scratch, so fn must only act through the view. Thread-safe: writers
-    /// are serialised.
+    /// are serialised. Exceptions thrown by fn abort and become errors. See
+    /// the threading rule at the top of this header.
     Outcome write(const std::function<Outcome(WriteView&)>& fn);
 
     /// Like write(), for group commit: runs every fn in its own nested

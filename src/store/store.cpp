@@ -1,1 +1,380 @@
-// (in progress)
+#include "devcert/store.hpp"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <system_error>
+
+#include "record_format.hpp"
+#include "store_impl.hpp"
+
+namespace devcert {
+
+namespace fmtx = store_format;
+
+namespace {
+
+// Which remap gates this thread holds shared, and how deeply. A thread
+// rarely touches more than one store at a time; a few slots are plenty, and
+// holds beyond them simply lock the gate untracked.
+struct HeldGate {
+    const StoreState* impl = nullptr;
+    unsigned depth = 0;
+};
+thread_local std::array<HeldGate, 4> t_held_gates;
+
+HeldGate* find_held(const StoreState* impl) noexcept {
+    for (auto& h : t_held_gates)
+        if (h.impl == impl && h.depth > 0) return &h;
+    return nullptr;
+}
+
+// Doubling stops well before the address space does; a store this large has
+// other problems than its map.
+constexpr std::uint64_t kMaxMapSize = 1ull << 44;
+constexpr int kMaxRemapsPerWrite = 48;
+
+Error write_misuse() {
+    return make_error(Errc::store_error,
+                      "write attempted while this thread holds a read snapshot of the status store "
+                      "(release the StatusReader or finish Store::read first)");
+}
+
+Error thrown(std::string_view what) {
+    return make_error(Errc::store_error, fmt::format("transaction body failed: {}", what));
+}
+
+template <class Fn>
+Outcome guarded(Fn&& fn) noexcept {
+    try {
+        return fn();
+    } catch (const std::exception& e) {
+        return thrown(e.what());
+    } catch (...) {
+        return thrown("unknown exception");
+    }
+}
+
+}  // namespace
+
+SharedHold::SharedHold(StoreState& impl) : impl_(impl), tracked_(false) {
+    if (HeldGate* held = find_held(&impl)) {
+        ++held->depth;
+        tracked_ = true;
+        return;
+    }
+    impl.remap_gate.lock_shared();
+    for (auto& h : t_held_gates) {
+        if (h.depth == 0) {
+            h = HeldGate{&impl, 1};
+            tracked_ = true;
+            return;
+        }
+    }
+}
+
+SharedHold::~SharedHold() {
+    if (!tracked_) {
+        impl_.remap_gate.unlock_shared();
+        return;
+    }
+    HeldGate* held = find_held(&impl_);
+    if (--held->depth == 0) {
+        held->impl = nullptr;
+        impl_.remap_gate.unlock_shared();
+    }
+}
+
+bool SharedHold::held_by_this_thread(const StoreState& impl) noexcept { return find_held(&impl) != nullptr; }
+
+Error StoreState::lmdb_error(int rc, std::string_view what) const {
+    return make_error(Errc::store_error, fmt::format("status store '{}': {}: {}", options.path, what, mdb_strerror(rc)));
+}
+
+Outcome StoreState::remap(std::uint64_t seen_size, bool grow) {
+    if (SharedHold::held_by_this_thread(*this))
+        return make_error(Errc::store_error,
+                          fmt::format("status store '{}' must be remapped, but this thread holds a transaction",
+                                      options.path));
+    std::unique_lock exclusive(remap_gate);
+    const std::uint64_t before = map_size.load();
+    if (before != seen_size) return Ok{};  // another thread remapped meanwhile: retry with its map
+
+    // Size 0 adopts the size recorded in the file, which another process may
+    // have grown; LMDB rounds it up to what the data needs.
+    if (const int rc = mdb_env_set_mapsize(env.get(), 0); rc != 0) return lmdb_error(rc, "adopt map size");
+    MDB_envinfo info{};
+    mdb_env_info(env.get(), &info);
+    std::uint64_t now = info.me_mapsize;
+    if (grow && now <= before) {
+        if (before >= kMaxMapSize)
+            return make_error(Errc::store_error,
+                              fmt::format("status store '{}' is full at {} bytes", options.path, before));
+        if (const int rc = mdb_env_set_mapsize(env.get(), static_cast<std::size_t>(before * 2)); rc != 0)
+            return lmdb_error(rc, fmt::format("grow map to {} bytes", before * 2));
+        mdb_env_info(env.get(), &info);
+        now = info.me_mapsize;
+    }
+    map_size.store(now);
+    return Ok{};
+}
+
+Outcome StoreState::run_write(const std::function<Outcome(MDB_txn*, TxnState&)>& body) {
+    std::lock_guard serial(writer);
+    if (SharedHold::held_by_this_thread(*this)) return write_misuse();
+    for (int attempt = 0;; ++attempt) {
+        if (attempt > kMaxRemapsPerWrite)
+            return make_error(Errc::store_error,
+                              fmt::format("status store '{}': map kept changing; write abandoned", options.path));
+        const std::uint64_t seen = map_size.load();
+        bool grow = false;
+        {
+            SharedHold hold(*this);
+            MDB_txn* raw = nullptr;
+            const int rc = mdb_txn_begin(env.get(), nullptr, 0, &raw);
+            if (rc != 0 && rc != MDB_MAP_RESIZED) return lmdb_error(rc, "begin write transaction");
+            if (rc == 0) {
+                TxnOwner txn(raw);
+                TxnState state;
+                Outcome out = body(txn.get(), state);
+                if (state.map_full) {
+                    grow = true;
+                } else if (!out) {
+                    return out;
+                } else {
+                    const int crc = mdb_txn_commit(txn.release());
+                    if (crc == 0) return Ok{};
+                    if (crc != MDB_MAP_FULL) return lmdb_error(crc, "commit");
+                    grow = true;
+                }
+            }
+        }
+        if (auto r = remap(seen, grow); !r) return r;
+    }
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+const std::string& Store::path() const noexcept { return impl_->options.path; }
+
+std::uint64_t Store::map_size() const noexcept { return impl_->map_size.load(); }
+
+namespace {
+
+Error open_error(const std::string& path, std::string_view reason) {
+    return make_error(Errc::store_error, fmt::format("cannot open status store '{}': {}", path, reason));
+}
+
+/// Checks (or, in a new store, writes) the schema version and opens every
+/// named database. Runs once, before the Store is shared.
+Outcome initialise(StoreState& impl) {
+    const std::string& path = impl.options.path;
+    MDB_txn* raw = nullptr;
+    if (const int rc = mdb_txn_begin(impl.env.get(), nullptr, 0, &raw); rc != 0)
+        return open_error(path, mdb_strerror(rc));
+    TxnOwner txn(raw);
+
+    if (const int rc = mdb_dbi_open(txn.get(), fmtx::kMetaDb, MDB_CREATE, &impl.meta); rc != 0)
+        return open_error(path, mdb_strerror(rc));
+    MDB_val key{std::strlen(fmtx::kSchemaVersionKey), const_cast<char*>(fmtx::kSchemaVersionKey)};
+    MDB_val value{};
+    const int rc = mdb_get(txn.get(), impl.meta, &key, &value);
+    bool fresh = false;
+    if (rc == MDB_NOTFOUND) {
+        MDB_stat stat{};
+        mdb_stat(txn.get(), impl.meta, &stat);
+        if (stat.ms_entries != 0)
+            return make_error(Errc::schema_mismatch,
+                              fmt::format("status store '{}' has no schema version, this build reads {}", path,
+                                          fmtx::kSchemaVersion));
+        fresh = true;
+    } else if (rc != 0) {
+        return open_error(path, mdb_strerror(rc));
+    } else {
+        const std::string_view text(static_cast<const char*>(value.mv_data), value.mv_size);
+        unsigned version = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), version);
+        if (ec != std::errc{} || end != text.data() + text.size())
+            return make_error(Errc::schema_mismatch,
+                              fmt::format("status store '{}' has an unreadable schema version '{}', this build reads {}",
+                                          path, text.substr(0, 32), fmtx::kSchemaVersion));
+        if (version != fmtx::kSchemaVersion)
+            return make_error(Errc::schema_mismatch,
+                              fmt::format("status store '{}' has schema version {}, this build reads {}", path,
+                                          version, fmtx::kSchemaVersion));
+    }
+
+    struct Named {
+        const char* name;
+        unsigned flags;
+        MDB_dbi* dbi;
+    };
+    for (const Named& db : {Named{fmtx::kCaDb, 0, &impl.cas}, Named{fmtx::kDeviceDb, 0, &impl.devices},
+                            Named{fmtx::kSkiDb, MDB_DUPSORT, &impl.ski}, Named{fmtx::kChangeDb, 0, &impl.changes}}) {
+        if (const int drc = mdb_dbi_open(txn.get(), db.name, db.flags | MDB_CREATE, db.dbi); drc != 0)
+            return open_error(path, fmt::format("database '{}': {}", db.name, mdb_strerror(drc)));
+    }
+    if (fresh) {
+        const std::string version = std::to_string(fmtx::kSchemaVersion);
+        MDB_val v{version.size(), const_cast<char*>(version.data())};
+        if (const int prc = mdb_put(txn.get(), impl.meta, &key, &v, 0); prc != 0)
+            return open_error(path, mdb_strerror(prc));
+    }
+    if (const int crc = mdb_txn_commit(txn.release()); crc != 0) return open_error(path, mdb_strerror(crc));
+    return Ok{};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
+    const std::string& path = options.path;
+    if (path.empty()) return make_error(Errc::invalid_argument, "status store path is empty");
+    if (options.initial_map_size < (256u << 10))
+        return make_error(Errc::invalid_argument, "status store initial map size must be at least 256 KiB");
+    if (options.change_log_retention < 1)
+        return make_error(Errc::invalid_argument, "change log retention must keep at least one entry");
+    if (options.max_readers < 1) return make_error(Errc::invalid_argument, "status store needs at least one reader");
+
+    if (options.create) {
+        std::error_code ec;
+        std::filesystem::create_directories(path, ec);
+        if (ec) return open_error(path, ec.message());
+    }
+
+    auto impl = std::make_unique<Impl>();
+    impl->options = options;
+    MDB_env* raw = nullptr;
+    if (const int rc = mdb_env_create(&raw); rc != 0) return open_error(path, mdb_strerror(rc));
+    impl->env.reset(raw);
+    MDB_env* env = impl->env.get();
+    if (const int rc = mdb_env_set_maxdbs(env, 8); rc != 0) return open_error(path, mdb_strerror(rc));
+    if (const int rc = mdb_env_set_maxreaders(env, options.max_readers); rc != 0)
+        return open_error(path, mdb_strerror(rc));
+    if (const int rc = mdb_env_set_mapsize(env, static_cast<std::size_t>(options.initial_map_size)); rc != 0)
+        return open_error(path, mdb_strerror(rc));
+    // MDB_NOTLS: read transactions are not tied to a thread's slot, so a
+    // reset snapshot can be renewed by another thread and many threads can
+    // each hold one. Commits stay fully durable (no MDB_NOSYNC).
+    if (const int rc = mdb_env_open(env, path.c_str(), MDB_NOTLS, 0600); rc != 0)
+        return open_error(path, mdb_strerror(rc));
+
+    // Reader slots left by crashed processes would pin old pages forever.
+    int dead = 0;
+    mdb_reader_check(env, &dead);
+
+    // The file may have grown beyond the configured size in an earlier run
+    // or in another process: adopt the larger of the two.
+    if (const int rc = mdb_env_set_mapsize(env, 0); rc != 0) return open_error(path, mdb_strerror(rc));
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    if (info.me_mapsize < options.initial_map_size) {
+        if (const int rc = mdb_env_set_mapsize(env, static_cast<std::size_t>(options.initial_map_size)); rc != 0)
+            return open_error(path, mdb_strerror(rc));
+        mdb_env_info(env, &info);
+    }
+    impl->map_size.store(info.me_mapsize);
+
+    if (auto r = initialise(*impl); !r) return r.error();
+    return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Outcome Store::read(const std::function<Outcome(ReadView&)>& fn) {
+    for (int attempt = 0; attempt <= kMaxRemapsPerWrite; ++attempt) {
+        const std::uint64_t seen = impl_->map_size.load();
+        {
+            SharedHold hold(*impl_);
+            MDB_txn* raw = nullptr;
+            const int rc = mdb_txn_begin(impl_->env.get(), nullptr, MDB_RDONLY, &raw);
+            if (rc == 0) {
+                TxnOwner txn(raw);
+                TxnState state;
+                TxnView view(*impl_, txn.get(), state);
+                return guarded([&] { return fn(view); });
+            }
+            if (rc != MDB_MAP_RESIZED) return impl_->lmdb_error(rc, "begin read transaction");
+        }
+        if (auto r = impl_->remap(seen, false); !r) return r;
+    }
+    return make_error(Errc::store_error, fmt::format("status store '{}': map kept changing; read abandoned", path()));
+}
+
+Outcome Store::write(const std::function<Outcome(WriteView&)>& fn) {
+    return impl_->run_write([&](MDB_txn* txn, TxnState& state) {
+        TxnView view(*impl_, txn, state);
+        return guarded([&] { return fn(view); });
+    });
+}
+
+Outcome Store::write_batch(const std::vector<std::function<Outcome(WriteView&)>>& fns,
+                           std::vector<Outcome>& results) {
+    results.assign(fns.size(), Outcome(Ok{}));
+    const Outcome committed = impl_->run_write([&](MDB_txn* parent, TxnState& state) -> Outcome {
+        // A rerun after growing the map starts from scratch: every slot is
+        // decided again.
+        results.assign(fns.size(), Outcome(Ok{}));
+        for (std::size_t i = 0; i < fns.size(); ++i) {
+            MDB_txn* raw = nullptr;
+            if (const int rc = mdb_txn_begin(impl_->env.get(), parent, 0, &raw); rc != 0) {
+                if (rc == MDB_MAP_FULL) state.map_full = true;
+                return impl_->lmdb_error(rc, "begin nested transaction");
+            }
+            TxnOwner child(raw);
+            TxnView view(*impl_, child.get(), state);
+            Outcome out = guarded([&] { return fns[i](view); });
+            if (state.map_full) return impl_->lmdb_error(MDB_MAP_FULL, "batched write");
+            if (!out) {
+                results[i] = std::move(out);
+                continue;  // child aborts: this job's changes are undone, the others stand
+            }
+            if (const int crc = mdb_txn_commit(child.release()); crc != 0) {
+                if (crc == MDB_MAP_FULL) {
+                    state.map_full = true;
+                    return impl_->lmdb_error(crc, "batched write");
+                }
+                results[i] = impl_->lmdb_error(crc, "commit nested transaction");
+            }
+        }
+        return Ok{};
+    });
+    if (!committed) results.assign(fns.size(), committed);
+    return committed;
+}
+
+std::int64_t now_ms() noexcept {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+const char* status_string(CertStatus s) noexcept {
+    switch (s) {
+        case CertStatus::inactive: return "0";
+        case CertStatus::active: return "1";
+        case CertStatus::revoked: return "2";
+    }
+    return "?";
+}
+
+const char* status_name(CertStatus s) noexcept {
+    switch (s) {
+        case CertStatus::inactive: return "inactive";
+        case CertStatus::active: return "active";
+        case CertStatus::revoked: return "revoked";
+    }
+    return "unknown";
+}
+
+const char* registered_by_string(RegisteredBy r) noexcept {
+    switch (r) {
+        case RegisteredBy::connection: return "connection";
+        case RegisteredBy::api: return "api";
+        case RegisteredBy::import: return "import";
+    }
+    return "unknown";
+}
+
+}  // namespace devcert

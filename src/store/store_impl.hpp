@@ -1,0 +1,166 @@
+// The store's internals shared by its translation units: the environment,
+// the remap gate and the transaction views.
+#pragma once
+
+#include <lmdb.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+
+#include "devcert/store.hpp"
+
+namespace devcert {
+
+struct EnvCloser {
+    void operator()(MDB_env* env) const noexcept {
+        if (env) mdb_env_close(env);
+    }
+};
+using EnvPtr = std::unique_ptr<MDB_env, EnvCloser>;
+
+/// Owns a write or read transaction until commit; aborts otherwise.
+class TxnOwner {
+public:
+    explicit TxnOwner(MDB_txn* txn = nullptr) noexcept : txn_(txn) {}
+    TxnOwner(const TxnOwner&) = delete;
+    TxnOwner& operator=(const TxnOwner&) = delete;
+    ~TxnOwner() {
+        if (txn_) mdb_txn_abort(txn_);
+    }
+    MDB_txn* get() const noexcept { return txn_; }
+    /// Hands the handle over (to mdb_txn_commit, which frees it either way).
+    MDB_txn* release() noexcept { return std::exchange(txn_, nullptr); }
+
+private:
+    MDB_txn* txn_;
+};
+
+class CursorOwner {
+public:
+    CursorOwner() noexcept = default;
+    CursorOwner(const CursorOwner&) = delete;
+    CursorOwner& operator=(const CursorOwner&) = delete;
+    ~CursorOwner() {
+        if (cursor_) mdb_cursor_close(cursor_);
+    }
+    MDB_cursor** out() noexcept { return &cursor_; }
+    MDB_cursor* get() const noexcept { return cursor_; }
+
+private:
+    MDB_cursor* cursor_ = nullptr;
+};
+
+/// What happened to LMDB inside a transaction body, whatever the body made
+/// of the errors it was given.
+struct TxnState {
+    bool map_full = false;
+};
+
+struct StoreState {
+    StoreOptions options;
+    EnvPtr env;
+    MDB_dbi cas = 0;
+    MDB_dbi devices = 0;
+    MDB_dbi ski = 0;
+    MDB_dbi changes = 0;
+    MDB_dbi meta = 0;
+
+    // Remapping (mdb_env_set_mapsize) is only safe while no transaction of
+    // this process is open: every transaction holds this gate shared,
+    // remapping holds it exclusive.
+    std::shared_mutex remap_gate;
+    // Serialises this process's writers before they queue on LMDB's own
+    // cross-process writer lock, so at most one of them remaps at a time.
+    std::mutex writer;
+    std::atomic<std::uint64_t> map_size{0};
+
+    Error lmdb_error(int rc, std::string_view what) const;
+
+    /// Runs body in a fresh top-level write transaction and commits it;
+    /// adopts or grows the map and runs body again when LMDB asks for it.
+    Outcome run_write(const std::function<Outcome(MDB_txn*, TxnState&)>& body);
+
+    /// Adopts the map size another process recorded (and, if `grow`, at
+    /// least doubles it) unless another thread already remapped since the
+    /// caller saw `seen_size`. The calling thread must hold no transaction.
+    Outcome remap(std::uint64_t seen_size, bool grow);
+};
+
+// Store::Impl is private to Store; the internals work on this base.
+struct Store::Impl : StoreState {};
+
+/// A shared hold on the remap gate, re-entrant within one thread (a body
+/// running inside Store::read may use a StatusReader, and so on), so that
+/// the gate is never locked twice by one thread.
+class SharedHold {
+public:
+    explicit SharedHold(StoreState& impl);
+    ~SharedHold();
+    SharedHold(const SharedHold&) = delete;
+    SharedHold& operator=(const SharedHold&) = delete;
+
+    /// Whether the calling thread holds the gate of `impl` at all.
+    static bool held_by_this_thread(const StoreState& impl) noexcept;
+
+private:
+    StoreState& impl_;
+    bool tracked_;
+};
+
+/// ReadView / WriteView over one LMDB transaction (top-level or nested).
+class TxnView final : public WriteView {
+public:
+    TxnView(StoreState& impl, MDB_txn* txn, TxnState& state) noexcept : impl_(impl), txn_(txn), state_(state) {}
+
+    Result<std::optional<CaRecord>> get_ca(std::string_view sn) override;
+    Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) override;
+    Result<PageResult<CaRecord>> list_cas(Page page) override;
+    Result<PageResult<DeviceRecord>> list_devices(Page page) override;
+    Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) override;
+    Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) override;
+    Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) override;
+    Result<std::uint64_t> ca_count() override;
+    Result<std::uint64_t> device_count() override;
+    Result<std::optional<std::string>> meta(std::string_view key) override;
+
+    Outcome insert_ca(const CaRecord& rec, std::string_view action, std::string_view caller) override;
+    Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
+                                     std::string_view caller) override;
+    Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Outcome insert_device(const DeviceRecord& rec, std::string_view action, std::string_view caller) override;
+    Result<CertStatus> set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
+                                         std::string_view action, std::string_view caller) override;
+    Outcome delete_device(std::string_view ca_sn, std::string_view device_sn, std::string_view action,
+                          std::string_view caller) override;
+    Outcome set_meta(std::string_view key, std::string_view value) override;
+
+private:
+    Error fail(int rc, std::string_view what);
+    /// mdb_get: 0 found, MDB_NOTFOUND, or an error already turned into `err`.
+    int get(MDB_dbi dbi, std::string_view key, MDB_val& value);
+    Outcome put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags, std::string_view what);
+    Outcome del(MDB_dbi dbi, std::string_view key, const std::string_view* value, std::string_view what);
+    Result<std::uint64_t> counter(const char* key);
+    Outcome add_to_counter(const char* key, std::int64_t delta);
+    Outcome add_to_ca_device_count(std::string_view ca_sn, std::int64_t delta);
+    Outcome log_change(std::string_view action, std::string_view ca_sn, std::string_view device_sn,
+                       std::optional<CertStatus> old_status, std::optional<CertStatus> new_status,
+                       std::string_view caller, std::int64_t time_ms);
+    Outcome patch_status(MDB_dbi dbi, std::string_view key, const MDB_val& current, std::size_t header_size,
+                         CertStatus status, std::int64_t time_ms, std::string_view what);
+    template <class T, class Decode>
+    Result<PageResult<T>> page_of(MDB_dbi dbi, std::string_view prefix, std::uint64_t total, Page page,
+                                  Decode&& decode);
+
+    StoreState& impl_;
+    MDB_txn* txn_;
+    TxnState& state_;
+};
+
+}  // namespace devcert

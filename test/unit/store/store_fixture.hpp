@@ -1,0 +1,110 @@
+// Shared pieces of the store tests: a private temporary directory per test
+// and records filled with recognisable bytes (no certificates needed).
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "devcert/store.hpp"
+
+namespace devcert::test {
+
+/// A directory under /tmp that exists for the life of the object.
+class TempDir {
+public:
+    TempDir() {
+        char pattern[] = "/tmp/devcert-store-XXXXXX";
+        if (::mkdtemp(pattern) == nullptr) FAIL("mkdtemp failed");
+        path_ = pattern;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    const std::string& path() const noexcept { return path_; }
+    std::string sub(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
+inline Sha256 filled_fingerprint(std::uint8_t seed) {
+    Sha256 f{};
+    for (std::size_t i = 0; i < f.size(); ++i) f[i] = static_cast<std::uint8_t>(seed + i);
+    return f;
+}
+
+inline CaRecord make_ca(const std::string& sn, CertStatus status = CertStatus::active) {
+    CaRecord ca;
+    ca.sn = sn;
+    ca.name = "ca " + sn;
+    ca.content_pem = "-----BEGIN CERTIFICATE-----\nca-" + sn + "\n-----END CERTIFICATE-----\n";
+    ca.verification_pem = "verification-" + sn;
+    ca.registration_code = "code-" + sn;
+    ca.status = status;
+    ca.valid_begin_ms = 1'600'000'000'000;
+    ca.valid_end_ms = 2'600'000'000'000;
+    ca.created_ms = ca.updated_ms = ca.status_changed_ms = 1'700'000'000'000;
+    ca.registered_by = RegisteredBy::api;
+    ca.subject_key_id = "ski-" + sn;
+    ca.fingerprint = filled_fingerprint(0x40);
+    return ca;
+}
+
+inline DeviceRecord make_device(const std::string& ca_sn, const std::string& sn,
+                                CertStatus status = CertStatus::active, std::size_t pem_size = 64) {
+    DeviceRecord d;
+    d.ca_sn = ca_sn;
+    d.device_sn = sn;
+    d.device_name = "device " + sn;
+    d.content_pem = std::string(pem_size, 'p');
+    d.status = status;
+    d.valid_begin_ms = 1'600'000'000'000;
+    d.valid_end_ms = 2'600'000'000'000;
+    d.created_ms = d.updated_ms = d.status_changed_ms = 1'700'000'000'000;
+    d.registered_by = RegisteredBy::connection;
+    d.fingerprint = filled_fingerprint(static_cast<std::uint8_t>(sn.size()));
+    return d;
+}
+
+/// Serial text for the n-th test device: even-length lowercase hex, sorted
+/// like n.
+inline std::string serial_for(std::uint64_t n) { return fmt::format("{:08x}", n); }
+
+inline std::unique_ptr<Store> open_store(const std::string& path, std::uint64_t map_size = 8ull << 20,
+                                         std::uint64_t retention = 1'000'000) {
+    StoreOptions options;
+    options.path = path;
+    options.initial_map_size = map_size;
+    options.change_log_retention = retention;
+    auto store = Store::open(options);
+    if (!store) FAIL(store.error().message);
+    return std::move(*store);
+}
+
+/// Runs fn in a write transaction and requires it to commit.
+template <class Fn>
+void must_write(Store& store, Fn&& fn) {
+    const Outcome out = store.write([&](WriteView& view) -> Outcome { return fn(view); });
+    if (!out) FAIL(out.error().message);
+}
+
+/// Runs fn in a read transaction and requires it to succeed.
+template <class Fn>
+void must_read(Store& store, Fn&& fn) {
+    const Outcome out = store.read([&](ReadView& view) -> Outcome {
+        fn(view);
+        return Ok{};
+    });
+    if (!out) FAIL(out.error().message);
+}
+
+}  // namespace devcert::test
