@@ -4,6 +4,7 @@
 // broker thread.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -16,6 +17,12 @@
 #include "devcert/store_writer.hpp"
 
 namespace devcert {
+
+// Defined in api.hpp, which includes this header.
+struct Caller;
+struct ApiRequest;
+struct ApiResponse;
+enum class TransportError : std::uint8_t;
 
 /// What the operations need from their host process.
 struct AdminContext {
@@ -41,6 +48,46 @@ public:
 private:
     struct Impl;
     explicit AdminServer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Caps of the admin socket's HTTP layer.
+inline constexpr std::size_t kMaxRequestBody = 64 * 1024;
+inline constexpr std::size_t kMaxRequestParams = 64;
+inline constexpr std::size_t kMaxParamValue = 8 * 1024;
+/// sizeof(sockaddr_un::sun_path) less the terminating NUL.
+inline constexpr std::size_t kMaxSocketPath = 107;
+
+struct HttpTransportOptions {
+    std::string socket_path;
+    unsigned socket_mode = 0660;
+    /// A client that sends nothing for this long is disconnected.
+    unsigned connection_timeout_s = 10;
+    /// Connections beyond this many are closed as soon as they are accepted.
+    unsigned connection_limit = 64;
+};
+
+/// The HTTP layer of the admin socket on its own, with the operations behind
+/// a function: AdminServer wires it to an Api, tests to a recording handler.
+/// Both functions run on the server's connection threads, concurrently.
+class HttpTransport {
+public:
+    using Handler = std::function<ApiResponse(const Caller&, const ApiRequest&)>;
+    using Rejecter = std::function<ApiResponse(const Caller&, TransportError)>;
+
+    /// Binds the socket (see AdminServer::start) and starts serving. Errors
+    /// name the path.
+    static Result<std::unique_ptr<HttpTransport>> start(const HttpTransportOptions& options, Handler handle,
+                                                        Rejecter reject);
+    /// Stops serving, joins the server's threads and unlinks the socket.
+    /// Idempotent.
+    ~HttpTransport();
+    void stop();
+
+    struct Impl;
+
+private:
+    explicit HttpTransport(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
 
