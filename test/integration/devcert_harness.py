@@ -1,0 +1,356 @@
+"""Real-broker test harness: a PKI minted with the openssl CLI, Debian's
+mosquitto started with the built plugin on free loopback ports, and clients
+that report exactly what the broker answered.
+
+Mosquitto runs as root in the test environment; the generated config says
+`user root` so that it does not switch to the `mosquitto` user, which could
+not reach the per-test store directory under the pytest tmp dir.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def plugin_path():
+    path = os.environ.get("DEVCERT_PLUGIN")
+    if not path or not Path(path).is_file():
+        raise RuntimeError("DEVCERT_PLUGIN must name the built mosquitto_devcert.so")
+    return path
+
+
+def devcertctl_path():
+    path = os.environ.get("DEVCERTCTL")
+    if not path or not Path(path).is_file():
+        raise RuntimeError("DEVCERTCTL must name the built devcertctl")
+    return path
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+# --------------------------------------------------------------------- PKI
+
+class Cert:
+    def __init__(self, directory, name, serial):
+        self.name = name
+        self.serial = serial  # canonical form, as the plugin logs it
+        self.cert = str(Path(directory) / f"{name}.crt")
+        self.key = str(Path(directory) / f"{name}.key")
+
+    def pem(self):
+        return Path(self.cert).read_text()
+
+
+class Pki:
+    """Root CA, device CA (registered), a second device CA, an unregistered
+    CA, devices with fixed serials and a server certificate for localhost."""
+
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.root = self._ca("root", "01", "devcert test root", None)
+        self.ca = self._ca("device-ca", "0c01", "devcert device ca", self.root)
+        self.other_ca = self._ca("other-ca", "0c02", "devcert second ca", self.root)
+        self.stranger_ca = self._ca("stranger-ca", "0e01", "devcert unregistered ca", None)
+        self.server = self._leaf("server", "5e01", "localhost", self.root,
+                                 "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        # Everything the device listener lets through the TLS handshake: the
+        # plugin, not TLS, refuses devices of the unregistered CA.
+        self.trust = str(self.dir / "trust.pem")
+        Path(self.trust).write_text(self.root.pem() + self.ca.pem() + self.other_ca.pem() + self.stranger_ca.pem())
+        self.client_trust = self.root.cert
+
+    def _key(self, name):
+        key = str(self.dir / f"{name}.key")
+        run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key])
+        return key
+
+    def _ca(self, name, serial, cn, issuer):
+        c = Cert(self.dir, name, serial)
+        self._key(name)
+        ext = self.dir / f"{name}.ext"
+        ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                       "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        if issuer is None:
+            run(["openssl", "req", "-new", "-x509", "-key", c.key, "-out", c.cert, "-subj", f"/CN={cn}",
+                 "-days", "7300", "-set_serial", f"0x{serial}", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        else:
+            self._sign(c, cn, issuer, ext)
+        return c
+
+    def _sign(self, c, subject_cn, issuer, ext, organization=None):
+        csr = str(self.dir / f"{c.name}.csr")
+        subj = f"/CN={subject_cn}" + (f"/O={organization}" if organization else "")
+        run(["openssl", "req", "-new", "-key", c.key, "-out", csr, "-subj", subj])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", issuer.cert, "-CAkey", issuer.key, "-out", c.cert,
+             "-days", "7300", "-set_serial", f"0x{c.serial}", "-extfile", str(ext)])
+
+    def _leaf(self, name, serial, cn, issuer, extensions="", organization=None):
+        c = Cert(self.dir, name, serial)
+        self._key(name)
+        ext = self.dir / f"{name}.ext"
+        ext.write_text("basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+                       + extensions)
+        self._sign(c, cn, issuer, ext, organization)
+        return c
+
+    def device(self, serial, cn=None, issuer=None, organization="devcert devices"):
+        """A device certificate with a fixed serial (hex, canonical)."""
+        name = f"device-{serial}"
+        if (self.dir / f"{name}.crt").exists():
+            return Cert(self.dir, name, serial)
+        return self._leaf(name, serial, cn or f"device-{serial}", issuer or self.ca,
+                          "extendedKeyUsage=clientAuth\n", organization)
+
+
+# ------------------------------------------------------------------ broker
+
+class Broker:
+    """One mosquitto process with the plugin, a TLS device listener and a
+    plain listener used only to probe readiness."""
+
+    def __init__(self, workdir, pki, options=None, extra_config="", admin_socket=False, import_ca=True):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.pki = pki
+        self.db = str(self.workdir / "db")
+        self.tls_port = free_port()
+        self.plain_port = free_port()
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self.proc = None
+        self.log_offset = 0
+        self.admin_socket = None
+        opts = {"db_path": self.db, "instance_id": "local"}
+        if admin_socket:
+            # Short path: a UNIX socket address holds 107 bytes.
+            sock_dir = Path(f"/tmp/dc-{os.getpid()}-{self.tls_port}")
+            sock_dir.mkdir(exist_ok=True)
+            self.admin_socket = str(sock_dir / "admin.sock")
+            opts["admin_socket"] = self.admin_socket
+        else:
+            opts["admin_socket"] = "off"
+        opts.update(options or {})
+        lines = [
+            "user root",
+            "per_listener_settings false",
+            "allow_anonymous true",
+            "log_dest stderr",
+            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "log_timestamp false",
+            "persistence false",
+            "set_tcp_nodelay true",
+            "",
+            f"listener {self.tls_port} 127.0.0.1",
+            f"cafile {pki.trust}",
+            f"certfile {pki.server.cert}",
+            f"keyfile {pki.server.key}",
+            "require_certificate true",
+            "",
+            f"listener {self.plain_port} 127.0.0.1",
+            "",
+            extra_config,
+            f"plugin {plugin_path()}",
+        ]
+        if import_ca:
+            lines.append(f"plugin_opt_import_ca {pki.ca.cert}")
+        for key, value in opts.items():
+            for v in (value if isinstance(value, list) else [value]):
+                lines.append(f"plugin_opt_{key} {v}")
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def environment(self):
+        env = dict(os.environ)
+        if os.environ.get("DEVCERT_SANITIZE") == "address":
+            # The module is instrumented, the broker is not: the runtime must
+            # be loaded first.
+            libs = [run(["gcc", f"-print-file-name={lib}"]).stdout.strip() for lib in ("libasan.so", "libubsan.so")]
+            env["LD_PRELOAD"] = ":".join(libs)
+            # Leaks are checked in the unit and glue tests; the broker's own
+            # allocations at exit are not ours to judge.
+            env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+        return env
+
+    def start(self, expect_ready=True, timeout=15):
+        self.log_file = open(self.log_path, "ab")
+        self.log_offset = self.log_path.stat().st_size
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self.log_file,
+                                     stderr=subprocess.STDOUT, env=self.environment())
+        if not expect_ready:
+            return self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.plain_port), timeout=0.2):
+                    pass
+                if "running" in self.log():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not become ready:\n{self.log()}")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, fragment, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if fragment in self.log():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def count_in_log(self, fragment):
+        return self.log().count(fragment)
+
+    def reload(self):
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout=10):
+        """SIGTERM, then asserts a clean exit with no sanitizer report."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"mosquitto did not stop within {timeout} s:\n{self.log()}")
+        code = self.proc.returncode
+        self.proc = None
+        self.log_file.close()
+        log = self.log()
+        assert code == 0, f"mosquitto exited with {code}:\n{log}"
+        assert "Sanitizer" not in log and "runtime error" not in log, log
+        if self.admin_socket:
+            assert not Path(self.admin_socket).exists(), "the admin socket was left behind"
+
+    def wait_exit(self, timeout=10):
+        code = self.proc.wait(timeout=timeout)
+        self.proc = None
+        self.log_file.close()
+        return code
+
+    def ctl(self, action, **params):
+        """Runs devcertctl against the store directly, as another process."""
+        cmd = [devcertctl_path(), "--db", self.db, action]
+        for key, value in params.items():
+            cmd += [f"--{key}", str(value)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+# ----------------------------------------------------------------- clients
+
+def tls_context(pki, device):
+    ctx = ssl.create_default_context(cafile=pki.client_trust)
+    ctx.check_hostname = False
+    if device is not None:
+        ctx.load_cert_chain(device.cert, device.key)
+    return ctx
+
+
+def raw_connect_v311(broker, device, client_id, timeout=5.0):
+    """Sends an MQTT 3.1.1 CONNECT over TLS and returns the first 4 bytes
+    the broker answers (b'' if it closed the connection)."""
+    payload_id = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x3c"
+    payload = len(payload_id).to_bytes(2, "big") + payload_id
+    remaining = len(variable) + len(payload)
+    packet = b"\x10" + bytes([remaining]) + variable + payload
+    raw = socket.create_connection(("127.0.0.1", broker.tls_port), timeout=timeout)
+    with tls_context(broker.pki, device).wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(packet)
+        data = b""
+        try:
+            while len(data) < 4:
+                chunk = s.recv(4 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+        return data
+
+
+def mosquitto_pub(broker, device, client_id, version="mqttv311"):
+    """mosquitto_pub with the device's certificate; returns the CompletedProcess."""
+    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.tls_port), "--cafile", broker.pki.client_trust,
+           "--cert", device.cert, "--key", device.key, "--insecure", "-i", client_id, "-V", version,
+           "-t", "devcert/test", "-m", "hello", "-q", "1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+
+
+class Mqtt5Client:
+    """A paho-mqtt MQTT 5 client that records the CONNACK and DISCONNECT
+    reason codes it receives."""
+
+    def __init__(self, broker, device, client_id, clean_start=True, session_expiry=None):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.properties import Properties
+        from paho.mqtt.packettypes import PacketTypes
+
+        self.mqtt = mqtt
+        self.connack = None
+        self.disconnect_reason = None
+        self.connected = threading.Event()
+        self.answered = threading.Event()
+        self.disconnected = threading.Event()
+        self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.tls_set_context(tls_context(broker.pki, device))
+        self.client.tls_insecure_set(True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        props = None
+        if session_expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry
+        self.client.connect("127.0.0.1", broker.tls_port, keepalive=30, clean_start=clean_start, properties=props)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        self.connack = reason.value if hasattr(reason, "value") else int(reason)
+        if self.connack == 0:
+            self.connected.set()
+        self.answered.set()
+
+    def _on_disconnect(self, client, userdata, reason, properties=None):
+        self.disconnect_reason = reason.value if hasattr(reason, "value") else reason
+        self.disconnected.set()
+        # Reconnecting would hide what the broker did: stop the loop.
+        client.disconnect()
+
+    def wait_connack(self, timeout=10):
+        assert self.answered.wait(timeout), "no CONNACK"
+        return self.connack
+
+    def wait_disconnect(self, timeout=10):
+        return self.disconnected.wait(timeout)
+
+    def close(self):
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+        self.client.loop_stop()

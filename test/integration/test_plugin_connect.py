@@ -1,0 +1,102 @@
+"""Connections against the real broker: who gets a session, and what each
+MQTT version sees when refused."""
+
+import pytest
+
+from devcert_harness import Mqtt5Client, mosquitto_pub, raw_connect_v311
+
+CONNACK_V3_ACCEPTED = b"\x20\x02\x00\x00"
+CONNACK_V3_NOT_AUTHORIZED = b"\x20\x02\x00\x05"
+NOT_AUTHORIZED = 0x87
+
+
+def test_an_active_device_is_accepted_over_mqtt_311_and_mqtt_5(broker, pki):
+    dev = pki.device("a001", "sensor-a001")
+    assert raw_connect_v311(broker, dev, "v3-a001") == CONNACK_V3_ACCEPTED
+    result = mosquitto_pub(broker, dev, "pub-a001")
+    assert result.returncode == 0, result.stderr
+    c = Mqtt5Client(broker, dev, "v5-a001")
+    try:
+        assert c.wait_connack() == 0
+    finally:
+        c.close()
+    assert broker.wait_for_log("accepted client 'v5-a001' (CaSn 0c01, DeviceSn a001)")
+
+
+def test_a_device_of_an_unregistered_ca_is_refused_with_connack_5_and_0x87(broker, pki):
+    dev = pki.device("a002", "sensor-a002", issuer=pki.stranger_ca)
+    assert raw_connect_v311(broker, dev, "v3-a002") == CONNACK_V3_NOT_AUTHORIZED
+    c = Mqtt5Client(broker, dev, "v5-a002")
+    try:
+        assert c.wait_connack() == NOT_AUTHORIZED
+    finally:
+        c.close()
+    assert broker.wait_for_log("refused client 'v3-a002' (CaSn -, DeviceSn a002): ca not registered")
+    result = mosquitto_pub(broker, dev, "pub-a002")
+    assert result.returncode != 0
+    assert "not authori" in result.stderr.lower()
+
+
+def test_auto_register_inactive_refuses_a_new_device_and_keeps_refusing_it(make_broker, pki):
+    b = make_broker(options={"auto_register": "inactive"}).start()
+    dev = pki.device("a003", "sensor-a003")
+    assert raw_connect_v311(b, dev, "v3-a003") == CONNACK_V3_NOT_AUTHORIZED
+    assert b.wait_for_log("registered DeviceSn a003 under CaSn 0c01 as inactive")
+    assert raw_connect_v311(b, dev, "v3-a003") == CONNACK_V3_NOT_AUTHORIZED
+    assert b.count_in_log("(CaSn 0c01, DeviceSn a003): device inactive") == 2
+
+
+def test_auto_register_off_refuses_a_new_device_as_not_registered(make_broker, pki):
+    b = make_broker(options={"auto_register": "off"}).start()
+    dev = pki.device("a004", "sensor-a004")
+    c = Mqtt5Client(b, dev, "v5-a004")
+    try:
+        assert c.wait_connack() == NOT_AUTHORIZED
+    finally:
+        c.close()
+    assert b.wait_for_log("refused client 'v5-a004' (CaSn 0c01, DeviceSn a004): not registered")
+    assert "registered DeviceSn a004" not in b.log()
+
+
+def test_auto_register_active_registers_a_new_device_once(broker, pki):
+    dev = pki.device("a005", "sensor-a005")
+    assert raw_connect_v311(broker, dev, "v3-a005") == CONNACK_V3_ACCEPTED
+    assert broker.wait_for_log("registered DeviceSn a005 under CaSn 0c01 as active")
+    assert raw_connect_v311(broker, dev, "v3-a005") == CONNACK_V3_ACCEPTED
+    assert broker.count_in_log("registered DeviceSn a005") == 1
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("cn", "u'sensor-a006'"),
+    ("subject", "u'O=devcert devices,CN=sensor-a006'"),
+    ("device_sn", "u'a006'"),
+    ("keep", "u'connect-name'"),
+])
+def test_the_username_is_set_per_the_username_option(make_broker, pki, mode, expected):
+    b = make_broker(options={"username": mode}).start()
+    dev = pki.device("a006", "sensor-a006")
+    cmd_user = ["-u", "connect-name"]
+    import subprocess
+    result = subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(b.tls_port), "--cafile", pki.client_trust, "--cert", dev.cert,
+         "--key", dev.key, "--insecure", "-i", f"user-{mode}", "-t", "t", "-m", "m", *cmd_user],
+        capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert b.wait_for_log(f"as user-{mode} ")
+    line = next(l for l in b.log().splitlines() if f"as user-{mode} " in l)
+    assert expected in line, line
+
+
+def test_a_client_without_certificate_on_the_plain_listener_is_left_to_mosquitto(broker):
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(client_id="plain-client", protocol=mqtt.MQTTv311)
+    assert c.connect("127.0.0.1", broker.plain_port) == 0
+    rc = None
+    for _ in range(50):
+        c.loop(timeout=0.1)
+        if c.is_connected():
+            rc = 0
+            break
+    c.disconnect()
+    assert rc == 0
+    assert "plain-client" not in "".join(l for l in broker.log().splitlines() if "devcert" in l)
