@@ -1,0 +1,218 @@
+#include "cli.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string_view>
+
+#include "devcert/admin_server.hpp"
+
+namespace devcertctl {
+
+namespace {
+
+using devcert::Operation;
+using devcert::ParamKind;
+using devcert::ParamSpec;
+
+// A file bigger than the transport accepts for any value is refused here,
+// before it is read into memory.
+constexpr std::size_t kMaxFileValue = devcert::kMaxParamValue;
+
+std::string_view kind_placeholder(ParamKind kind) {
+    switch (kind) {
+        case ParamKind::text: return "<text>";
+        case ParamKind::serial: return "<serial>";
+        case ParamKind::pem: return "<pem|@file>";
+        case ParamKind::integer: return "<number>";
+        case ParamKind::status: return "<0|1>";
+    }
+    return "<value>";
+}
+
+std::string read_value_file(const std::string& param, const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw UsageError{fmt::format("--{}: cannot read '{}': {}", param, path, std::strerror(errno))};
+    }
+    std::string content;
+    char buffer[4096];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+        content.append(buffer, static_cast<std::size_t>(in.gcount()));
+        if (content.size() > kMaxFileValue) {
+            throw UsageError{fmt::format("--{}: '{}' is larger than {} bytes", param, path, kMaxFileValue)};
+        }
+    }
+    if (in.bad()) throw UsageError{fmt::format("--{}: cannot read '{}'", param, path)};
+    return content;
+}
+
+// "--name value" or "--name=value"; returns the name and the value, taking
+// the next argument when needed.
+std::pair<std::string, std::string> option_with_value(const std::vector<std::string>& args, std::size_t& i) {
+    const std::string& arg = args[i];
+    const std::size_t eq = arg.find('=');
+    if (eq != std::string::npos) return {arg.substr(2, eq - 2), arg.substr(eq + 1)};
+    std::string name = arg.substr(2);
+    if (i + 1 >= args.size()) throw UsageError{fmt::format("--{} needs a value", name)};
+    return {std::move(name), args[++i]};
+}
+
+bool is_help(const std::string& arg) { return arg == "--help" || arg == "-h"; }
+
+// Options of devcertctl itself; lower-case, so no operation parameter can
+// take their names, and they may come before or after the operation.
+bool apply_global_option(const std::string& name, std::string value, Invocation& call, bool& socket_given) {
+    if (name == "socket") {
+        if (value.empty()) throw UsageError{"--socket needs a path"};
+        call.socket = std::move(value);
+        socket_given = true;
+    } else if (name == "db") {
+        if (value.empty()) throw UsageError{"--db needs a directory"};
+        call.db = std::move(value);
+    } else if (name == "output") {
+        if (value == "json") {
+            call.output = OutputFormat::json;
+        } else if (value == "table") {
+            call.output = OutputFormat::table;
+        } else {
+            throw UsageError{fmt::format("--output '{}' is not one of json, table", value)};
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+Parsed parse_command_line(const std::vector<std::string>& args, const char* (*env)(const char*)) {
+    Parsed parsed;
+    Invocation call;
+    if (const char* socket = env("DEVCERT_SOCKET"); socket != nullptr && *socket != '\0') call.socket = socket;
+    bool socket_given = false;
+
+    std::size_t i = 0;
+    for (; i < args.size(); ++i) {
+        const std::string& arg = args[i];
+        if (is_help(arg)) {
+            parsed.help = general_help();
+            return parsed;
+        }
+        if (arg.rfind("--", 0) != 0) break;
+        auto [name, value] = option_with_value(args, i);
+        if (!apply_global_option(name, std::move(value), call, socket_given)) {
+            throw UsageError{fmt::format("unknown option --{} (devcertctl --help lists them)", name)};
+        }
+    }
+    if (i == args.size()) throw UsageError{"no operation given (devcertctl --help lists them)"};
+
+    const std::string& action = args[i++];
+    call.operation = devcert::find_operation(action);
+    if (call.operation == nullptr) {
+        throw UsageError{fmt::format("unknown operation '{}' (devcertctl --help lists them)", action)};
+    }
+    const Operation& op = *call.operation;
+
+    for (; i < args.size(); ++i) {
+        const std::string& arg = args[i];
+        if (is_help(arg)) {
+            parsed.help = operation_help(op);
+            return parsed;
+        }
+        if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+            throw UsageError{fmt::format("unexpected argument '{}': parameters are given as --Name value", arg)};
+        }
+        auto [name, value] = option_with_value(args, i);
+        if (apply_global_option(name, value, call, socket_given)) continue;
+        const ParamSpec* spec = devcert::find_param(op, name);
+        if (spec == nullptr) {
+            throw UsageError{fmt::format("{} has no parameter --{} (devcertctl {} --help lists them)", op.name, name,
+                                         op.name)};
+        }
+        const bool repeated = std::any_of(call.params.begin(), call.params.end(),
+                                          [&](const auto& p) { return p.first == name; });
+        if (repeated) throw UsageError{fmt::format("--{} is given twice", name)};
+        if (spec->kind == ParamKind::pem && value.size() > 1 && value.front() == '@') {
+            value = read_value_file(name, value.substr(1));
+        }
+        call.params.emplace_back(std::move(name), std::move(value));
+    }
+
+    if (socket_given && call.db) throw UsageError{"--socket and --db exclude each other"};
+
+    std::vector<std::string> missing;
+    for (const ParamSpec& spec : op.params) {
+        const bool given = std::any_of(call.params.begin(), call.params.end(),
+                                       [&](const auto& p) { return p.first == spec.name; });
+        if (given) continue;
+        if (spec.name == "MqttInstanceId") {
+            if (const char* instance = env("DEVCERT_INSTANCE_ID"); instance != nullptr && *instance != '\0') {
+                call.params.emplace_back(std::string(spec.name), instance);
+                continue;
+            }
+        }
+        if (spec.required) missing.push_back(fmt::format("--{}", spec.name));
+    }
+    if (!missing.empty()) {
+        throw UsageError{fmt::format("{} needs {} (devcertctl {} --help)", op.name, fmt::join(missing, ", "), op.name)};
+    }
+    parsed.call = std::move(call);
+    return parsed;
+}
+
+std::string general_help() {
+    std::string text = fmt::format(
+        "usage: devcertctl [--socket PATH | --db DIR] [--output json|table] <Operation> [--<Param> <value>]...\n"
+        "\n"
+        "Calls an operation of the mosquitto-devcert admin API and prints its JSON response.\n"
+        "Exit status: 0 success, 1 the API refused the call (its error is printed), 2 usage\n"
+        "error or the admin socket cannot be reached.\n"
+        "\n"
+        "options:\n"
+        "  --socket PATH    the broker's admin socket (default {}, or $DEVCERT_SOCKET)\n"
+        "  --db DIR         work on the status store in DIR directly, without a broker; the\n"
+        "                   store's file permissions decide who may\n"
+        "  --output FORMAT  json (default) or table (lists as aligned columns, for people)\n"
+        "  -h, --help       this help; after an operation, that operation's parameters\n"
+        "\n"
+        "MqttInstanceId may be set with $DEVCERT_INSTANCE_ID. CaContent, VerificationContent\n"
+        "and DeviceContent take @path to read a PEM file.\n"
+        "\n"
+        "operations:\n",
+        kDefaultSocket);
+    std::size_t width = 0;
+    for (const Operation& op : devcert::operations()) width = std::max(width, op.name.size());
+    for (const Operation& op : devcert::operations()) {
+        text += fmt::format("  {:<{}}  {}\n", op.name, width, op.help);
+    }
+    return text;
+}
+
+std::string operation_help(const Operation& op) {
+    std::string usage = fmt::format("usage: devcertctl [options] {}", op.name);
+    std::vector<std::string> shapes;
+    std::size_t width = 0;
+    for (const ParamSpec& spec : op.params) {
+        std::string shape = fmt::format("--{} {}", spec.name, kind_placeholder(spec.kind));
+        usage += spec.required ? " " + shape : " [" + shape + "]";
+        width = std::max(width, shape.size());
+        shapes.push_back(std::move(shape));
+    }
+    std::string text = fmt::format("{}\n\n{}\npermission: {} ({})\n\nparameters:\n", usage, op.help, op.permission,
+                                   op.access == devcert::Access::write ? "changes the store" : "read only");
+    for (std::size_t k = 0; k < op.params.size(); ++k) {
+        const ParamSpec& spec = op.params[k];
+        std::string note = spec.required ? "required" : "optional";
+        if (spec.name == "MqttInstanceId") note += ", default $DEVCERT_INSTANCE_ID";
+        text += fmt::format("  {:<{}}  {}; {}\n", shapes[k], width, spec.help, note);
+    }
+    return text;
+}
+
+}  // namespace devcertctl

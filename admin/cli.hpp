@@ -1,0 +1,50 @@
+// devcertctl's command line: global options, then an operation and its
+// parameters in the reference CLI's `--Param value` style. What an operation
+// accepts and requires comes from the operations table, as its help does.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "devcert/operations.hpp"
+
+namespace devcertctl {
+
+enum class OutputFormat { json, table };
+
+inline constexpr const char* kDefaultSocket = "/run/mosquitto/devcert.sock";
+
+struct Invocation {
+    std::string socket = kDefaultSocket;        ///< --socket, else $DEVCERT_SOCKET, else the default
+    std::optional<std::string> db;              ///< --db: work on the store directly
+    OutputFormat output = OutputFormat::json;
+    const devcert::Operation* operation = nullptr;
+    /// In the order given, file references (@path) already read.
+    std::vector<std::pair<std::string, std::string>> params;
+};
+
+/// What the command line asks for: a call, or help text to print.
+struct Parsed {
+    std::optional<Invocation> call;
+    std::string help;  ///< set when --help was asked for
+};
+
+/// Thrown for any usage error; the message is one line, without the
+/// program name.
+struct UsageError {
+    std::string message;
+};
+
+/// Parses argv (without argv[0]). `env` looks up an environment variable
+/// (DEVCERT_SOCKET, DEVCERT_INSTANCE_ID); it returns nullptr when unset.
+/// Throws UsageError.
+Parsed parse_command_line(const std::vector<std::string>& args, const char* (*env)(const char*));
+
+/// The text of `devcertctl --help`.
+std::string general_help();
+/// The text of `devcertctl <Operation> --help`.
+std::string operation_help(const devcert::Operation& op);
+
+}  // namespace devcertctl
