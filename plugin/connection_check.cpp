@@ -267,6 +267,9 @@ void watch_tick(PluginState& state) noexcept {
 
 int check_connection(PluginState& state, mosquitto* client) noexcept {
     watch_tick(state);
+    // Without ticks (per_listener_settings true on 2.0.11) this is the only
+    // place queued lines can reach the log.
+    state.deferred.drain();
     const char* id = client_id_of(client);
     X509Ptr cert(static_cast<X509*>(mosquitto_client_certificate(client)));
     if (!cert) {

@@ -30,6 +30,7 @@ void DeferredLog::push(LogLevel level, std::string line) noexcept {
     try {
         std::lock_guard lock(mutex_);
         lines_.emplace_back(level, std::move(line));
+        nonempty_.store(true, std::memory_order_release);
     } catch (...) {
         // Out of memory while queueing a log line: losing the line is the
         // only option that keeps the admin thread alive.
@@ -37,10 +38,12 @@ void DeferredLog::push(LogLevel level, std::string line) noexcept {
 }
 
 void DeferredLog::drain() noexcept {
+    if (!nonempty_.load(std::memory_order_acquire)) return;
     std::vector<std::pair<LogLevel, std::string>> lines;
     {
         std::lock_guard lock(mutex_);
         lines.swap(lines_);
+        nonempty_.store(false, std::memory_order_relaxed);
     }
     for (const auto& [level, line] : lines) log_line(level, line);
 }

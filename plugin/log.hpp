@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -40,6 +41,7 @@ public:
 private:
     mutable std::mutex mutex_;
     std::vector<std::pair<LogLevel, std::string>> lines_;
+    std::atomic<bool> nonempty_{false};  // lets the connection path skip the lock
 };
 
 }  // namespace devcert::plugin

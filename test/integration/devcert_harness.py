@@ -126,7 +126,8 @@ class Broker:
     """One mosquitto process with the plugin, a TLS device listener and a
     plain listener used only to probe readiness."""
 
-    def __init__(self, workdir, pki, options=None, extra_config="", admin_socket=False, import_ca=True):
+    def __init__(self, workdir, pki, options=None, extra_config="", admin_socket=False, import_ca=True,
+                 per_listener_settings=False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
@@ -148,29 +149,35 @@ class Broker:
         else:
             opts["admin_socket"] = "off"
         opts.update(options or {})
+        per_listener = "true" if per_listener_settings else "false"
         lines = [
             "user root",
-            "per_listener_settings false",
-            "allow_anonymous true",
+            f"per_listener_settings {per_listener}",
             "log_dest stderr",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "log_timestamp false",
             "persistence false",
             "set_tcp_nodelay true",
             "",
+            # The plain listener comes first: with per_listener_settings true
+            # the plugin belongs to the listener defined just before it.
+            f"listener {self.plain_port} 127.0.0.1",
+            "allow_anonymous true",
+            "",
             f"listener {self.tls_port} 127.0.0.1",
             f"cafile {pki.trust}",
             f"certfile {pki.server.cert}",
             f"keyfile {pki.server.key}",
             "require_certificate true",
-            "",
-            f"listener {self.plain_port} 127.0.0.1",
+            "allow_anonymous false" if per_listener_settings else "",
             "",
             extra_config,
             f"plugin {plugin_path()}",
         ]
-        if import_ca:
-            lines.append(f"plugin_opt_import_ca {pki.ca.cert}")
+        if import_ca is True:
+            import_ca = [pki.ca]
+        for ca in import_ca or []:
+            lines.append(f"plugin_opt_import_ca {ca.cert}")
         for key, value in opts.items():
             for v in (value if isinstance(value, list) else [value]):
                 lines.append(f"plugin_opt_{key} {v}")
@@ -354,3 +361,95 @@ class Mqtt5Client:
         except Exception:
             pass
         self.client.loop_stop()
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte = n % 128
+        n //= 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class RawMqtt5:
+    """A minimal MQTT 5 client over TLS that reports packets byte for byte.
+    paho-mqtt 1.6.1 drops the reason code of a DISCONNECT whose remaining
+    length is 1, which is exactly what Mosquitto sends on a kick (e0 01 98)."""
+
+    def __init__(self, broker, device, client_id, clean_start=True, session_expiry=None, timeout=5.0):
+        raw = socket.create_connection(("127.0.0.1", broker.tls_port), timeout=timeout)
+        self.sock = tls_context(broker.pki, device).wrap_socket(raw, server_hostname="localhost")
+        props = b""
+        if session_expiry is not None:
+            props = b"\x11" + session_expiry.to_bytes(4, "big")
+        flags = 0x02 if clean_start else 0x00
+        variable = b"\x00\x04MQTT\x05" + bytes([flags]) + b"\x00\x3c" + _varint(len(props)) + props
+        cid = client_id.encode()
+        payload = len(cid).to_bytes(2, "big") + cid
+        body = variable + payload
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        packet = self.read_packet(timeout)
+        assert packet is not None and packet[0] == 0x20, f"expected CONNACK, got {packet}"
+        self.session_present = bool(packet[1][0] & 1)
+        self.connack = packet[1][1]
+
+    def _read_exact(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def read_packet(self, timeout=5.0):
+        """(first byte, body) of the next packet, or None if the connection closed."""
+        self.sock.settimeout(timeout)
+        try:
+            head = self._read_exact(1)
+            if head is None:
+                return None
+            length, shift = 0, 0
+            while True:
+                b = self._read_exact(1)
+                if b is None:
+                    return None
+                length |= (b[0] & 0x7F) << shift
+                shift += 7
+                if not b[0] & 0x80:
+                    break
+            body = self._read_exact(length) if length else b""
+            if body is None:
+                return None
+            return head[0], body
+        except socket.timeout:
+            raise
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return None
+
+    def wait_disconnect(self, timeout=5.0):
+        """The DISCONNECT reason code the broker sent, 'closed' if it closed
+        the connection without one, or None if still connected at timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                packet = self.read_packet(max(0.01, deadline - time.monotonic()))
+            except socket.timeout:
+                return None
+            if packet is None:
+                return "closed"
+            if packet[0] == 0xE0:
+                return packet[1][0] if packet[1] else 0
+        return None
+
+    def still_connected(self, wait=0.3):
+        return self.wait_disconnect(wait) is None
+
+    def close(self):
+        try:
+            self.sock.sendall(b"\xe0\x00")
+        except OSError:
+            pass
+        self.sock.close()

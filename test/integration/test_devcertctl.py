@@ -1,0 +1,324 @@
+"""devcertctl on its own: help and argument checks from the operations table,
+exit statuses, @file parameters, what it sends over the socket (to a
+recording HTTP server on a UNIX socket), and --db on a store without a
+broker."""
+
+import http.server
+import json
+import os
+import re
+import socketserver
+import subprocess
+import tempfile
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from devcert_harness import devcertctl_path
+
+OPERATIONS = [
+    "GetRegisterCode", "RegisterCaCertificate", "ActiveCaCertificate", "InactivateCaCertificate",
+    "DeleteCaCertificate", "GetCaCertificate", "ListCaCertificate", "ActiveDeviceCertificate",
+    "InactivateDeviceCertificate", "DeleteDeviceCertificate", "GetDeviceCertificate", "ListDeviceCertificate",
+    "ListDeviceCertificateByCaSn", "RegisterDeviceCertificate", "RevokeDeviceCertificate",
+    "ListCertificateChanges", "GetStats",
+]
+
+
+def ctl(*args, env=None, input=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEVCERT_")}
+    full_env.update(env or {})
+    return subprocess.run([devcertctl_path(), *args], capture_output=True, text=True, timeout=30, env=full_env,
+                          input=input)
+
+
+def assert_usage_error(result, fragment):
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("devcertctl: ")
+    assert fragment in lines[0]
+
+
+# ------------------------------------------------------- recording server
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.requests.append({"method": self.command, "path": self.path,
+                                     "content_type": self.headers.get("Content-Type"), "body": body})
+        status, reply = self.server.reply
+        data = reply.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = _serve
+    do_POST = _serve
+
+    def log_message(self, *args):
+        pass
+
+    def address_string(self):
+        return "unix"
+
+
+class _UnixHttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def fake_socket():
+    """An HTTP server on a short UNIX socket path that records each request
+    and answers with server.reply = (status, body)."""
+    directory = tempfile.mkdtemp(prefix="dct-", dir="/tmp")
+    path = os.path.join(directory, "a.sock")
+    server = _UnixHttpServer(path, _Handler)
+    server.requests = []
+    server.reply = (200, '{"RequestId":"R","DeviceSn":"3c4d"}')
+    server.path = path
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    os.unlink(path)
+    os.rmdir(directory)
+
+
+def sent_params(server):
+    assert len(server.requests) == 1
+    request = server.requests[0]
+    assert request["method"] == "POST"
+    assert request["path"] == "/"
+    assert request["content_type"] == "application/x-www-form-urlencoded"
+    return urllib.parse.parse_qsl(request["body"].decode(), keep_blank_values=True, strict_parsing=True)
+
+
+# ------------------------------------------------------------------- help
+
+def test_help_lists_every_operation_of_the_table_with_its_description():
+    result = ctl("--help")
+    assert result.returncode == 0
+    listed = re.findall(r"^  (\w+)  +\S", result.stdout.split("operations:\n", 1)[1], re.M)
+    assert listed == OPERATIONS
+    assert "InactivateDeviceCertificate  inactivate a device certificate" in result.stdout
+
+
+def test_operation_help_lists_its_parameters_required_and_optional():
+    result = ctl("InactivateDeviceCertificate", "--help")
+    assert result.returncode == 0
+    assert ("usage: devcertctl [options] InactivateDeviceCertificate --MqttInstanceId <text> --CaSn <serial> "
+            "--DeviceSn <serial>") in result.stdout
+    assert "permission: mq:UnregisterDeviceCertificate" in result.stdout
+    changes = ctl("ListCertificateChanges", "-h")
+    assert changes.returncode == 0
+    assert "[--SinceSeq <number>]" in changes.stdout
+    assert re.search(r"--PageSize <number> +entries to return, 1 to 1000 .*; optional", changes.stdout)
+    assert "<pem|@file>" in ctl("RegisterCaCertificate", "--help").stdout
+
+
+def test_every_operation_has_help():
+    for op in OPERATIONS:
+        result = ctl(op, "--help")
+        assert result.returncode == 0, op
+        assert f"usage: devcertctl [options] {op}" in result.stdout
+
+
+# ----------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("args,fragment", [
+    ([], "no operation given"),
+    (["NoSuchOperation"], "unknown operation 'NoSuchOperation'"),
+    (["GetStats"], "GetStats needs --MqttInstanceId"),
+    (["InactivateDeviceCertificate", "--MqttInstanceId", "local"], "needs --CaSn, --DeviceSn"),
+    (["GetStats", "--MqttInstanceId", "local", "--Sn", "0a"], "GetStats has no parameter --Sn"),
+    (["GetStats", "--MqttInstanceId", "a", "--MqttInstanceId", "b"], "--MqttInstanceId is given twice"),
+    (["GetStats", "--MqttInstanceId"], "--MqttInstanceId needs a value"),
+    (["GetStats", "stray"], "unexpected argument 'stray'"),
+    (["--output", "xml", "GetStats"], "--output 'xml' is not one of json, table"),
+    (["--bogus", "x", "GetStats"], "unknown option --bogus"),
+    (["--socket", "/tmp/x.sock", "--db", "/tmp", "GetStats", "--MqttInstanceId", "a"], "exclude each other"),
+    (["RegisterDeviceCertificate", "--MqttInstanceId", "a", "--DeviceContent", "@/nonexistent/dev.pem"],
+     "--DeviceContent: cannot read '/nonexistent/dev.pem'"),
+])
+def test_usage_errors_exit_2_with_one_line_and_send_nothing(fake_socket, args, fragment):
+    result = ctl("--socket", fake_socket.path, *args) if "--db" not in args else ctl(*args)
+    assert_usage_error(result, fragment)
+    assert fake_socket.requests == []
+
+
+def test_an_unreachable_socket_exits_2_naming_the_path():
+    result = ctl("--socket", "/tmp/devcert-no-such-dir/a.sock", "GetStats", "--MqttInstanceId", "local")
+    assert_usage_error(result, "cannot reach the admin socket '/tmp/devcert-no-such-dir/a.sock'")
+
+
+def test_a_missing_store_directory_exits_2_naming_it(tmp_path):
+    missing = tmp_path / "nothing-here"
+    result = ctl("--db", str(missing), "GetStats", "--MqttInstanceId", "local")
+    assert_usage_error(result, str(missing))
+    assert not missing.exists()
+
+
+# ------------------------------------------------------ over the socket
+
+def test_a_call_is_posted_form_encoded_with_action_first(fake_socket):
+    result = ctl("--socket", fake_socket.path, "InactivateDeviceCertificate", "--MqttInstanceId", "local",
+                 "--CaSn", "0a1b", "--DeviceSn=3C:4D")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"RequestId": "R", "DeviceSn": "3c4d"}
+    assert sent_params(fake_socket) == [("Action", "InactivateDeviceCertificate"), ("MqttInstanceId", "local"),
+                                        ("CaSn", "0a1b"), ("DeviceSn", "3C:4D")]
+
+
+def test_options_may_follow_the_operation(fake_socket):
+    result = ctl("GetStats", "--MqttInstanceId", "local", "--socket", fake_socket.path, "--output", "json")
+    assert result.returncode == 0, result.stderr
+    assert sent_params(fake_socket) == [("Action", "GetStats"), ("MqttInstanceId", "local")]
+
+
+def test_the_socket_and_instance_id_may_come_from_the_environment(fake_socket):
+    result = ctl("GetStats", env={"DEVCERT_SOCKET": fake_socket.path, "DEVCERT_INSTANCE_ID": "plant-7"})
+    assert result.returncode == 0, result.stderr
+    assert sent_params(fake_socket) == [("Action", "GetStats"), ("MqttInstanceId", "plant-7")]
+
+
+def test_an_explicit_instance_id_wins_over_the_environment(fake_socket):
+    result = ctl("--socket", fake_socket.path, "GetStats", "--MqttInstanceId", "given",
+                 env={"DEVCERT_INSTANCE_ID": "plant-7"})
+    assert result.returncode == 0
+    assert sent_params(fake_socket) == [("Action", "GetStats"), ("MqttInstanceId", "given")]
+
+
+def test_file_parameters_read_at_path_and_values_keep_every_character(fake_socket, tmp_path):
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB+/=&%\n-----END CERTIFICATE-----\n"
+    (tmp_path / "device.pem").write_text(pem)
+    result = ctl("--socket", fake_socket.path, "RegisterDeviceCertificate", "--MqttInstanceId", "a b&c=d",
+                 "--DeviceContent", f"@{tmp_path / 'device.pem'}")
+    assert result.returncode == 0, result.stderr
+    assert sent_params(fake_socket) == [("Action", "RegisterDeviceCertificate"), ("MqttInstanceId", "a b&c=d"),
+                                        ("DeviceContent", pem)]
+
+
+def test_at_is_literal_in_parameters_that_are_not_files(fake_socket):
+    result = ctl("--socket", fake_socket.path, "GetStats", "--MqttInstanceId", "@local")
+    assert result.returncode == 0
+    assert sent_params(fake_socket) == [("Action", "GetStats"), ("MqttInstanceId", "@local")]
+
+
+def test_an_api_error_exits_1_and_still_prints_the_error_json(fake_socket):
+    error = {"RequestId": "R", "Code": "FindDeviceBySnError", "Message": "The device certificate is not found"}
+    fake_socket.reply = (500, json.dumps(error))
+    result = ctl("--socket", fake_socket.path, "--output", "table", "GetDeviceCertificate", "--MqttInstanceId",
+                 "local", "--CaSn", "0a", "--DeviceSn", "0b")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == error
+    assert result.stderr == ""
+
+
+def test_the_table_output_aligns_list_records_and_leaves_out_pem(fake_socket):
+    fake_socket.reply = (200, json.dumps({"RequestId": "R", "Data": {
+        "DeviceCertificateVOS": [
+            {"CaSn": "0c01", "DeviceSn": "0a", "Status": "1", "DeviceContent": "-----BEGIN..."},
+            {"CaSn": "0c01", "DeviceSn": "0b0b0b", "Status": "0", "DeviceContent": "-----BEGIN..."},
+        ],
+        "PageNo": 1, "PageSize": 2, "Total": 5}}))
+    result = ctl("--socket", fake_socket.path, "--output", "table", "ListDeviceCertificate", "--MqttInstanceId",
+                 "local", "--PageNo", "1", "--PageSize", "2")
+    assert result.returncode == 0
+    assert result.stdout == ("CaSn  DeviceSn  Status\n"
+                             "0c01  0a        1\n"
+                             "0c01  0b0b0b    0\n"
+                             "\n"
+                             "PageNo 1  PageSize 2  Total 5\n")
+
+
+def test_the_table_output_of_one_record_is_a_field_list(fake_socket):
+    fake_socket.reply = (200, json.dumps({"RequestId": "R", "Data": {"Sn": "0c01", "CaContent": "x" * 10}}))
+    result = ctl("--socket", fake_socket.path, "--output", "table", "GetCaCertificate", "--MqttInstanceId",
+                 "local", "--Sn", "0c01")
+    assert result.returncode == 0
+    assert result.stdout == ("RequestId       R\n"
+                             "Data.Sn         0c01\n"
+                             "Data.CaContent  (10 bytes of PEM; --output json shows it)\n")
+
+
+# ------------------------------------------------------------------- --db
+
+@pytest.fixture
+def store_dir():
+    directory = tempfile.mkdtemp(prefix="dcdb-", dir="/tmp")
+    yield directory
+    subprocess.run(["rm", "-rf", directory], check=True)
+
+
+def db(store, *args, **kw):
+    return ctl("--db", store, *args, **kw)
+
+
+def test_db_mode_runs_the_whole_lifecycle_without_a_broker(store_dir, pki):
+    code = db(store_dir, "GetRegisterCode", "--MqttInstanceId", "local")
+    assert code.returncode == 0, code.stderr
+    register_code = json.loads(code.stdout)["RegisterCode"]
+    verification = pki.device("0f01", cn=register_code, issuer=pki.ca)
+
+    registered = db(store_dir, "RegisterCaCertificate", "--MqttInstanceId", "local", "--CaName", "devices",
+                    "--CaContent", f"@{pki.ca.cert}", "--VerificationContent", f"@{verification.cert}")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    assert json.loads(registered.stdout)["Sn"] == pki.ca.serial
+
+    device = pki.device("0d01")
+    added = db(store_dir, "RegisterDeviceCertificate", "--MqttInstanceId", "local", "--DeviceContent",
+               f"@{device.cert}")
+    assert added.returncode == 0, added.stdout
+    assert json.loads(added.stdout)["DeviceSn"] == "0d01"
+
+    inactivated = db(store_dir, "InactivateDeviceCertificate", "--MqttInstanceId", "local", "--CaSn", "0C01",
+                     "--DeviceSn", "0x0d01")
+    assert inactivated.returncode == 0, inactivated.stdout
+    assert json.loads(inactivated.stdout)["DeviceSn"] == "0d01"
+
+    record = json.loads(db(store_dir, "GetDeviceCertificate", "--MqttInstanceId", "local", "--CaSn", "0c01",
+                           "--DeviceSn", "0d01").stdout)
+    assert record["Data"]["Status"] == "0"
+
+    table = db(store_dir, "--output", "table", "ListDeviceCertificateByCaSn", "--MqttInstanceId", "local",
+               "--CaSn", "0c01", "--PageNo", "1", "--PageSize", "10")
+    assert table.returncode == 0
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split()[:2] == ["CaSn", "DeviceSn"] or "DeviceSn" in header.split()
+    assert "0d01" in row.split()
+    assert "Total 1" in table.stdout
+
+    changes = json.loads(db(store_dir, "ListCertificateChanges", "--MqttInstanceId", "local").stdout)
+    callers = {entry["Caller"] for entry in changes["Data"]["Changes"]}
+    assert callers == {f"devcertctl uid={os.getuid()}(root)"} or all(c.startswith("devcertctl uid=") for c in callers)
+    actions = [entry["Action"] for entry in changes["Data"]["Changes"]]
+    assert "InactivateDeviceCertificate" in actions
+
+
+def test_db_mode_refuses_another_instance_id_with_exit_1(store_dir):
+    result = db(store_dir, "GetRegisterCode", "--MqttInstanceId", "elsewhere")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["Code"] == "MqttInstanceNotFound"
+
+
+def test_db_mode_reports_api_errors_with_exit_1_and_changes_nothing(store_dir):
+    bad = db(store_dir, "InactivateDeviceCertificate", "--MqttInstanceId", "local", "--CaSn", "zz",
+             "--DeviceSn", "01")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["Code"] == "ParameterFieldCheckFailed"
+    missing = db(store_dir, "InactivateDeviceCertificate", "--MqttInstanceId", "local", "--CaSn", "0a",
+                 "--DeviceSn", "01")
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout)["Code"] == "FindDeviceBySnError"
+    changes = json.loads(db(store_dir, "ListCertificateChanges", "--MqttInstanceId", "local").stdout)
+    assert changes["Data"]["Changes"] == []
