@@ -91,6 +91,11 @@ void register_ca_certificate(OperationCall& call) {
         return call.fail(ApiError::register_code_error, "VerificationContent is not signed by the CA");
     }
     const std::string code = verification->common_name;
+    // Issued codes are 32 characters; anything much longer cannot be one and
+    // would not fit a metadata key.
+    if (code.empty() || code.size() > 128) {
+        return call.fail(ApiError::register_code_error, "VerificationContent: its Common Name is not a register code");
+    }
     const auto next_code = fresh_register_code();
     if (!next_code) return call.fail(ApiError::internal_error, "no random bytes for a register code");
 
