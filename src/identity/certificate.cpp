@@ -54,6 +54,19 @@ std::size_t skip_whitespace(std::string_view s, std::size_t pos) noexcept {
     return pos;
 }
 
+// A PEM label as it may appear in a message: the text is untrusted, so
+// control characters are masked and the length is capped.
+std::string printable_label(std::string_view label) {
+    constexpr std::size_t kMaxShown = 40;
+    std::string out;
+    for (const char c : label.substr(0, kMaxShown)) {
+        const auto byte = static_cast<unsigned char>(c);
+        out.push_back(byte >= 0x20 && byte < 0x7f ? c : '?');
+    }
+    if (label.size() > kMaxShown) out += "...";
+    return out;
+}
+
 struct PemBlock {
     std::string_view label;
     std::string_view text;  // from "-----BEGIN" through the END line
@@ -85,7 +98,7 @@ Result<PemBlocks> split_pem(std::string_view pem, std::size_t max_blocks) {
         const std::string end_line = fmt::format("-----END {}-----", label);
         const std::size_t end_pos = pem.find(end_line, label_end);
         if (end_pos == std::string_view::npos) {
-            return invalid(fmt::format("PEM block '{}' has no END line", label));
+            return invalid(fmt::format("PEM block '{}' has no END line", printable_label(label)));
         }
         const std::size_t block_end = end_pos + end_line.size();
         blocks.push_back(PemBlock{label, pem.substr(pos, block_end - pos)});
@@ -97,7 +110,8 @@ Result<PemBlocks> split_pem(std::string_view pem, std::size_t max_blocks) {
 
 Result<X509Ptr> decode_certificate_block(const PemBlock& block) {
     if (block.label != "CERTIFICATE") {
-        return invalid(fmt::format("unexpected PEM block '{}' (expected CERTIFICATE)", block.label));
+        return invalid(
+            fmt::format("unexpected PEM block '{}' (expected CERTIFICATE)", printable_label(block.label)));
     }
     BioPtr bio(BIO_new_mem_buf(block.text.data(), static_cast<int>(block.text.size())));
     if (!bio) return make_error(Errc::io_error, "out of memory reading PEM");

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -227,6 +228,37 @@ TEST_CASE("a PEM key or junk next to the certificate is refused", "[identity][ce
     CHECK_THAT(parse_error(root.key_pem() + root.pem()), Contains("more than one"));
     CHECK_THAT(parse_error("subject=CN = Junk Root\n" + root.pem()), Contains("no PEM certificate found"));
     CHECK_THAT(parse_error(root.pem() + "trailing text\n"), Contains("unexpected text after"));
+}
+
+TEST_CASE("a PEM certificate with headers or trailing DER bytes is refused", "[identity][certificate]") {
+    auto root = test::make_root({.serial_hex = "16", .common_name = "Padded Root"});
+    unsigned char* der_raw = nullptr;
+    const int der_len = i2d_X509(root.cert.get(), &der_raw);
+    REQUIRE(der_len > 0);
+    std::string der(reinterpret_cast<const char*>(der_raw), static_cast<std::size_t>(der_len));
+    OPENSSL_free(der_raw);
+
+    auto pem_of = [](const std::string& bytes, const char* headers) {
+        BioPtr bio(BIO_new(BIO_s_mem()));
+        REQUIRE(PEM_write_bio(bio.get(), "CERTIFICATE", headers, reinterpret_cast<const unsigned char*>(bytes.data()),
+                              static_cast<long>(bytes.size())) > 0);
+        char* data = nullptr;
+        const long len = BIO_get_mem_data(bio.get(), &data);
+        return std::string(data, static_cast<std::size_t>(len));
+    };
+    REQUIRE(parse_pem_certificate(pem_of(der, "")).ok());
+    CHECK_THAT(parse_error(pem_of(der + std::string("\0\0", 2), "")), Contains("trailing bytes"));
+    CHECK_THAT(parse_error(pem_of(der, "Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n")),
+               Contains("has headers"));
+}
+
+TEST_CASE("an unreadable PEM label is masked in the refusal", "[identity][certificate]") {
+    const std::string label = "BAD\x01LABEL" + std::string(100, 'X');
+    const std::string message =
+        parse_error("-----BEGIN " + label + "-----\nAAAA\n-----END " + label + "-----\n");
+    CHECK_THAT(message, Contains("'BAD?LABELXXX"));
+    CHECK_THAT(message, Contains("...'"));
+    CHECK(message.find('\x01') == std::string::npos);
 }
 
 TEST_CASE("two certificates in one PEM are refused where exactly one is expected", "[identity][certificate]") {
