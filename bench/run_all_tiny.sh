@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every benchmark once at a tiny size so that none of them can rot. It
+# builds nothing: give it a build directory where the bench targets, the
+# plugin and devcertctl are built. It asserts no timings; it fails only if a
+# benchmark fails to run.
+#
+#   bench/run_all_tiny.sh [BUILD_DIR]      # default: build
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:-$here/../build}" && pwd)
+python=/usr/bin/python3
+
+work=$(mktemp -d /tmp/devcert-tiny-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+step() { echo "== bench (tiny): $*"; }
+
+step "PKI"
+"$here/pki.sh" "$work/pki" 4 >/dev/null
+
+step "devcert_make_crl"
+"$build/bench/devcert_make_crl" --ca "$work/pki/ca.crt" --key "$work/pki/ca.key" --count 100 --out "$work/crl.pem" >/dev/null
+openssl crl -in "$work/crl.pem" -noout -CAfile "$work/pki/ca.crt" 2>/dev/null
+
+step "devcert_fill_store"
+"$build/bench/devcert_fill_store" --db "$work/store" --ca "$work/pki/ca.crt" --devices "$work/pki/devices" \
+  --count 1000 --batch 300 2>/dev/null
+
+step "devcert_micro_bench (temporary store, then the filled one)"
+"$build/bench/devcert_micro_bench" --records=500 --pki="$work/pki" --benchmark_min_time=0.001 >/dev/null
+"$build/bench/devcert_micro_bench" --db="$work/store" --pki="$work/pki" --benchmark_min_time=0.001 \
+  --benchmark_filter='Status|ConnectionCheck' >/dev/null
+
+step "devcert_loadgen and run_connections.py"
+"$python" "$here/run_connections.py" --build "$build" --tiny --work "$work/connections"
+
+if [[ -f "$here/admin_bench.py" ]]; then
+  step "admin_bench.py"
+  "$python" "$here/admin_bench.py" --build "$build" --tiny --work "$work/admin"
+fi
+echo "== bench (tiny): all ran"

@@ -1,0 +1,389 @@
+#!/usr/bin/python3
+"""Connection benchmark: Debian's mosquitto in the configurations of issue 6,
+interleaved (A B C A B C ...), a fresh broker for every run, broker pinned to
+CPU 0 and the load generator to CPU 1.
+
+    bench/run_connections.py --build build                # 5 rounds, every configuration
+    bench/run_connections.py --build build --tiny         # seconds, tiny sizes (CI)
+    bench/run_connections.py --build build --configs plain,plugin-1m --rounds 15
+
+Per run it records connections/s, connect-to-CONNACK p50/p99, broker start-up
+time (process start until the plain listener answers a CONNECT) and resident
+memory after the run (VmRSS, and RssAnon: what is not a mapped file, i.e.
+not the store's pages). It prints medians, min-max and the paired ratio of
+every configuration to the first one of the same round.
+
+The PKI, CRLs and filled stores are made once under --work and reused.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+# name -> (kind, size at full scale, size with --tiny)
+CONFIGS = {
+    "plain": ("plain", 0, 0),
+    "plugin-1m": ("plugin", 1_000_000, 2_000),
+    "plugin-10m": ("plugin", 10_000_000, 20_000),
+    "crl-1k": ("crl", 1_000, 10),
+    "crl-100k": ("crl", 100_000, 100),
+    "crl-1m": ("crl", 1_000_000, 1_000),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpus_available():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class Paths:
+    def __init__(self, build, work):
+        self.build = Path(build).resolve()
+        self.work = Path(work).resolve()
+        self.pki = self.work / "pki"
+        self.loadgen = self._tool("bench/devcert_loadgen")
+        self.make_crl = self._tool("bench/devcert_make_crl")
+        self.fill_store = self._tool("bench/devcert_fill_store")
+        plugin = os.environ.get("DEVCERT_PLUGIN") or str(self.build / "plugin/mosquitto_devcert.so")
+        self.plugin = Path(plugin)
+
+    def _tool(self, rel):
+        p = self.build / rel
+        if not p.exists():
+            sys.exit(f"run_connections: {p} is missing: build the bench targets first")
+        return p
+
+
+def prepare_pki(paths, devices):
+    marker = paths.pki / "devices" / "serials.txt"
+    if marker.exists() and len(marker.read_text().split()) == devices:
+        return
+    shutil.rmtree(paths.pki, ignore_errors=True)
+    subprocess.run([str(BENCH_DIR / "pki.sh"), str(paths.pki), str(devices)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def prepare_crl(paths, count):
+    out = paths.work / f"crl-{count}.pem"
+    if not out.exists():
+        log(f"making a CRL with {count} revoked serials")
+        tmp = out.with_suffix(".tmp")
+        subprocess.run([str(paths.make_crl), "--ca", str(paths.pki / "ca.crt"), "--key", str(paths.pki / "ca.key"),
+                        "--count", str(count), "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
+        tmp.rename(out)
+    return out
+
+
+def prepare_store(paths, count):
+    store = paths.work / f"store-{count}"
+    marker = paths.work / f"store-{count}.filled"
+    if not marker.exists():
+        log(f"filling a store with {count} synthetic device records")
+        shutil.rmtree(store, ignore_errors=True)
+        t0 = time.monotonic()
+        subprocess.run([str(paths.fill_store), "--db", str(store), "--ca", str(paths.pki / "ca.crt"),
+                        "--devices", str(paths.pki / "devices"), "--count", str(count)], check=True)
+        marker.write_text(f"{count} records filled in {time.monotonic() - t0:.1f} s\n")
+    return store
+
+
+def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=None):
+    pki = paths.pki
+    lines = [
+        "user root" if os.geteuid() == 0 else "",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        "set_tcp_nodelay true",
+        "persistence false",
+        f"log_dest file {run_dir / 'broker.log'}",
+        "log_type error",
+        "log_type warning",
+        "connection_messages false",
+        f"listener {plain_port} 127.0.0.1",
+        f"listener {tls_port} 127.0.0.1",
+        f"cafile {pki / 'ca.crt'}",
+        f"certfile {pki / 'server.crt'}",
+        f"keyfile {pki / 'server.key'}",
+        "require_certificate true",
+    ]
+    if kind in ("plain", "crl"):
+        lines.append("use_identity_as_username true")
+    if kind == "crl":
+        lines.append(f"crlfile {crl}")
+    if kind == "plugin":
+        lines += [
+            f"plugin {paths.plugin}",
+            "plugin_opt_instance_id bench",
+            f"plugin_opt_db_path {store}",
+            "plugin_opt_admin_socket off",
+            f"plugin_opt_import_ca {pki / 'ca.crt'}",
+        ]
+    conf = run_dir / "mosquitto.conf"
+    conf.write_text("\n".join(line for line in lines if line) + "\n")
+    return conf
+
+
+CONNECT_PROBE = bytes([0x10, 0x0E, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x02]) + b"pr"
+
+
+def probe(port):
+    """True once the listener answers a CONNECT with a CONNACK (any code)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(CONNECT_PROBE)
+            data = s.recv(4)
+            return len(data) >= 1 and data[0] == 0x20
+    except OSError:
+        return False
+
+
+def proc_status(pid):
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def pin(cpu, pinned):
+    return ["taskset", "-c", str(cpu)] if pinned else []
+
+
+def run_one(paths, name, spec, args, round_no):
+    kind, size = spec
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-r{round_no}-", dir=paths.work / "runs"))
+    plain_port, tls_port = free_port(), free_port()
+    crl = prepare_crl(paths, size) if kind == "crl" else None
+    store = prepare_store(paths, size) if kind == "plugin" else None
+    conf = broker_config(run_dir, kind, plain_port, tls_port, paths, crl=crl, store=store)
+
+    result = {"config": name, "round": round_no}
+    t0 = time.monotonic()
+    broker = subprocess.Popen(pin(0, args.pin) + [MOSQUITTO, "-c", str(conf)],
+                              stdout=subprocess.DEVNULL, stderr=open(run_dir / "stderr.log", "wb"))
+    try:
+        deadline = t0 + args.start_timeout
+        while not probe(plain_port):
+            if broker.poll() is not None:
+                raise RuntimeError(f"{name}: broker exited with status {broker.returncode} at start-up, see {run_dir}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: broker did not answer within {args.start_timeout} s, see {run_dir}")
+            time.sleep(0.002)
+        result["startup_s"] = time.monotonic() - t0
+        result["rss_after_start"] = proc_status(broker.pid).get("VmRSS", 0)
+
+        base = pin(1, args.pin) + [str(paths.loadgen), "--port", str(tls_port), "--certs", str(paths.pki / "devices"),
+                                   "--ca", str(paths.pki / "ca.crt"), "--concurrency", str(args.concurrency),
+                                   "--mqtt", args.mqtt, "--json", "--client-id-prefix", f"{name}-{round_no}"]
+        if args.warmup:
+            subprocess.run(base + ["--connections", str(args.warmup), "--time-limit", "30"], check=True,
+                           stdout=subprocess.DEVNULL)
+        out = subprocess.run(base + ["--connections", str(args.connections), "--time-limit", str(args.time_limit)],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        load = json.loads(out.strip().splitlines()[-1])
+        result.update({
+            "connections": load["connections"],
+            "connections_per_s": load["connections_per_s"],
+            "accepted": load["accepted"],
+            "refused": load["refused"],
+            "tls_failures": load["tls_failures"],
+            "p50_ms": load["latency_ms"]["p50"],
+            "p99_ms": load["latency_ms"]["p99"],
+        })
+        mem = proc_status(broker.pid)
+        result["rss"] = mem.get("VmRSS", 0)
+        result["rss_anon"] = mem.get("RssAnon", 0)
+        result["rss_file"] = mem.get("RssFile", 0)
+        if load["accepted"] != load["connections"]:
+            result["error"] = f"only {load['accepted']} of {load['connections']} connections accepted"
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        try:
+            broker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            broker.wait()
+    if broker.returncode not in (0, -signal.SIGTERM):
+        result["error"] = f"broker exited with status {broker.returncode}, see {run_dir}"
+    if "error" not in result and not args.keep_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def fmt_mb(b):
+    return f"{b / 1048576:.1f}"
+
+
+def summarize(results, names):
+    rows = []
+    first = names[0]
+    by_round = {}
+    for r in results:
+        by_round.setdefault(r["round"], {})[r["config"]] = r
+    for name in names:
+        runs = [r for r in results if r["config"] == name and "error" not in r]
+        if not runs:
+            rows.append({"config": name, "runs": 0})
+            continue
+        rates = [r["connections_per_s"] for r in runs]
+        ratios = []
+        for rnd in by_round.values():
+            a, b = rnd.get(first), rnd.get(name)
+            if a and b and "error" not in a and "error" not in b and a["connections_per_s"] > 0:
+                ratios.append(b["connections_per_s"] / a["connections_per_s"])
+        med = statistics.median
+        rows.append({
+            "config": name,
+            "runs": len(runs),
+            "connections_per_s": med(rates),
+            "connections_per_s_min": min(rates),
+            "connections_per_s_max": max(rates),
+            "paired_ratio": med(ratios) if ratios else None,
+            "paired_ratio_min": min(ratios) if ratios else None,
+            "paired_ratio_max": max(ratios) if ratios else None,
+            "p50_ms": med(r["p50_ms"] for r in runs),
+            "p99_ms": med(r["p99_ms"] for r in runs),
+            "startup_s": med(r["startup_s"] for r in runs),
+            "startup_s_min": min(r["startup_s"] for r in runs),
+            "startup_s_max": max(r["startup_s"] for r in runs),
+            "rss": med(r["rss"] for r in runs),
+            "rss_anon": med(r["rss_anon"] for r in runs),
+        })
+    return rows
+
+
+def print_table(rows, first):
+    print(f"{'configuration':<12} {'runs':>4} {'conn/s':>8} {'min-max':>15} {'ratio':>6} {'ratio min-max':>13} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'start s':>8} {'RSS MB':>7} {'anon MB':>7}")
+    for r in rows:
+        if not r["runs"]:
+            print(f"{r['config']:<12} {0:>4}  (every run failed)")
+            continue
+        ratio = "-" if r["paired_ratio"] is None else f"{r['paired_ratio']:.3f}"
+        spread = "-" if r["paired_ratio"] is None else f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f}"
+        print(f"{r['config']:<12} {r['runs']:>4} {r['connections_per_s']:>8.1f} "
+              f"{r['connections_per_s_min']:>7.1f}-{r['connections_per_s_max']:<7.1f} {ratio:>6} {spread:>13} "
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['startup_s']:>8.3f} {fmt_mb(r['rss']):>7} "
+              f"{fmt_mb(r['rss_anon']):>7}")
+    print(f"ratio: median over rounds of (configuration / {first}) measured in the same round")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("DEVCERT_BUILD_DIR", str(REPO / "build")),
+                    help="build directory holding bench/ and plugin/ (default: build)")
+    ap.add_argument("--work", help="where the PKI, CRLs, stores and run directories go (default: a temp dir "
+                    "for --tiny, /var/tmp/devcert-bench otherwise)")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, first is the reference "
+                    f"(default: {','.join(CONFIGS)})")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=3000, help="per run (default 3000)")
+    ap.add_argument("--warmup", type=int, default=64, help="connections before each measured run (default 64)")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per run at most (default 60)")
+    ap.add_argument("--mqtt", choices=["3", "5"], default="3")
+    ap.add_argument("--devices", type=int, default=32, help="distinct device certificates (default 32)")
+    ap.add_argument("--start-timeout", type=float, default=120.0)
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin broker and load generator")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes, one round: checks that everything runs")
+    ap.add_argument("--json-out", help="write every run and the summary to this file")
+    ap.add_argument("--keep-runs", action="store_true", help="keep each run's config and logs")
+    args = ap.parse_args()
+
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or not names:
+        sys.exit(f"run_connections: unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    if args.rounds < 1 or args.connections < 1 or args.concurrency < 1:
+        sys.exit("run_connections: --rounds, --connections and --concurrency must be at least 1")
+    if args.tiny:
+        args.rounds, args.connections, args.concurrency, args.warmup, args.devices = 1, 40, 4, 4, 4
+    if args.pin and (cpus_available() < 2 or not shutil.which("taskset")):
+        log("fewer than 2 CPUs or no taskset: not pinning")
+        args.pin = False
+
+    temp_work = None
+    if args.work:
+        work = Path(args.work)
+    elif args.tiny:
+        temp_work = tempfile.mkdtemp(prefix="devcert-bench-")
+        work = Path(temp_work)
+    else:
+        work = Path("/var/tmp/devcert-bench")
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    paths = Paths(args.build, work)
+    if any(CONFIGS[n][0] == "plugin" for n in names) and not paths.plugin.exists():
+        sys.exit(f"run_connections: plugin {paths.plugin} is missing (build it or set DEVCERT_PLUGIN)")
+
+    prepare_pki(paths, args.devices)
+    specs = {n: (CONFIGS[n][0], CONFIGS[n][2] if args.tiny else CONFIGS[n][1]) for n in names}
+    for n, (kind, size) in specs.items():  # everything made before the first timed run
+        if kind == "crl":
+            prepare_crl(paths, size)
+        elif kind == "plugin":
+            prepare_store(paths, size)
+
+    log(f"configurations {', '.join(names)}; {args.rounds} rounds of {args.connections} connections, "
+        f"{args.concurrency} in flight, MQTT {args.mqtt}, pinned: {args.pin}")
+    results = []
+    failed = False
+    for rnd in range(1, args.rounds + 1):
+        for name in names:
+            try:
+                r = run_one(paths, name, specs[name], args, rnd)
+            except (RuntimeError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+                r = {"config": name, "round": rnd, "error": str(e)}
+            results.append(r)
+            if "error" in r:
+                failed = True
+                log(f"round {rnd} {name}: FAILED: {r['error']}")
+            else:
+                log(f"round {rnd} {name}: {r['connections_per_s']:.1f}/s p50 {r['p50_ms']:.1f} ms "
+                    f"p99 {r['p99_ms']:.1f} ms start {r['startup_s']:.3f} s RSS {fmt_mb(r['rss'])} MB "
+                    f"(anon {fmt_mb(r['rss_anon'])} MB)")
+
+    rows = summarize(results, names)
+    print_table(rows, names[0])
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({
+            "runs": results, "summary": rows,
+            "settings": {k: getattr(args, k) for k in ("rounds", "connections", "warmup", "concurrency", "mqtt",
+                                                        "devices", "pin", "tiny")},
+            "sizes": {n: s for n, (_, s) in specs.items()},
+        }, indent=1) + "\n")
+    if temp_work:
+        shutil.rmtree(temp_work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
