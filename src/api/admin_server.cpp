@@ -20,10 +20,14 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "devcert/api.hpp"
@@ -276,10 +280,79 @@ std::string media_type(const char* content_type) {
 // (request-completion notices are not sent for requests cut before their
 // headers were complete).
 struct Connection {
+    int fd = -1;
     std::optional<ucred> peer;
     std::optional<Caller> caller;  // resolved at the first request
     std::string target;            // raw request target of the current request
     std::string body;
+    // When the request being received must be complete; unset while one is
+    // being answered. Guarded by the RequestDeadlines mutex.
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+};
+
+// libmicrohttpd's timeout only notices a client that goes quiet; one that
+// sends a byte now and then would hold a connection for ever. This cuts any
+// connection whose request is not complete in time, by shutting its socket
+// down so that libmicrohttpd's own thread sees the end and closes it.
+class RequestDeadlines {
+public:
+    explicit RequestDeadlines(std::chrono::seconds limit) : limit_(limit) {}
+
+    /// A limit of zero watches nothing, as libmicrohttpd's own timeout.
+    void start() {
+        if (limit_.count() > 0) thread_ = spawn_thread([this] { run(); });
+    }
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    void add(Connection* conn) {
+        std::lock_guard lock(mutex_);
+        if (limit_.count() > 0) conn->deadline = std::chrono::steady_clock::now() + limit_;
+        live_.insert(conn);
+    }
+    // Called by libmicrohttpd before it closes the socket, so the watchdog
+    // never touches a descriptor that may have been reused.
+    void remove(Connection* conn) {
+        std::lock_guard lock(mutex_);
+        live_.erase(conn);
+    }
+    void request_received(Connection* conn) {
+        std::lock_guard lock(mutex_);
+        conn->deadline.reset();
+    }
+    void response_sent(Connection* conn) {
+        std::lock_guard lock(mutex_);
+        if (limit_.count() > 0) conn->deadline = std::chrono::steady_clock::now() + limit_;
+    }
+
+private:
+    void run() {
+        const auto period = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(50), limit_ / 8);
+        std::unique_lock lock(mutex_);
+        while (!stopping_) {
+            wake_.wait_for(lock, period);
+            const auto now = std::chrono::steady_clock::now();
+            for (Connection* conn : live_) {
+                if (conn->deadline && *conn->deadline <= now) {
+                    ::shutdown(conn->fd, SHUT_RDWR);
+                    conn->deadline.reset();
+                }
+            }
+        }
+    }
+
+    const std::chrono::milliseconds limit_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopping_ = false;
+    std::set<Connection*> live_;
+    std::thread thread_;
 };
 
 MHD_Result send_response(MHD_Connection* connection, const ApiResponse& response) {
@@ -308,11 +381,13 @@ struct HttpTransport::Impl {
     Rejecter reject;
     BoundSocket socket;
     MHD_Daemon* daemon = nullptr;
+    std::unique_ptr<RequestDeadlines> deadlines;
     std::mutex stop_mutex;
     bool stopped = false;
 
-    MHD_Result refuse(MHD_Connection* mhd, const Caller& caller, TransportError error) {
-        return send_response(mhd, reject(caller, error));
+    MHD_Result refuse(MHD_Connection* mhd, Connection& conn, TransportError error) {
+        deadlines->request_received(&conn);
+        return send_response(mhd, reject(*conn.caller, error));
     }
 
     MHD_Result on_request(MHD_Connection* mhd, const char* method, const char* upload_data,
@@ -327,24 +402,23 @@ MHD_Result HttpTransport::Impl::on_request(MHD_Connection* mhd, const char* meth
     if (conn == nullptr || !conn->peer) return MHD_NO;  // no peer identity: nobody to answer
     try {
         if (!conn->caller) conn->caller = Caller::from_ids(conn->peer->uid, conn->peer->gid);
-        const Caller& caller = *conn->caller;
 
         if (*request_context == nullptr) {
             // Headers complete: refuse what can be refused before any body is read.
             *request_context = conn;
             conn->body.clear();
             const std::string_view target(conn->target);
-            if (target.substr(0, target.find('?')) != "/") return refuse(mhd, caller, TransportError::not_found);
+            if (target.substr(0, target.find('?')) != "/") return refuse(mhd, *conn, TransportError::not_found);
             const std::string_view verb(method);
             if (verb != MHD_HTTP_METHOD_GET && verb != MHD_HTTP_METHOD_POST) {
-                return refuse(mhd, caller, TransportError::method_not_allowed);
+                return refuse(mhd, *conn, TransportError::method_not_allowed);
             }
             if (const char* length = MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
                 std::uint64_t declared = 0;
                 const std::string_view text(length);
                 const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), declared);
                 if (ec == std::errc::result_out_of_range || (ec == std::errc{} && declared > kMaxRequestBody)) {
-                    return refuse(mhd, caller, TransportError::body_too_large);
+                    return refuse(mhd, *conn, TransportError::body_too_large);
                 }
             }
             return MHD_YES;
@@ -357,7 +431,7 @@ MHD_Result HttpTransport::Impl::on_request(MHD_Connection* mhd, const char* meth
                 // reading on.
                 conn->body.clear();
                 conn->body.shrink_to_fit();
-                send_response(mhd, reject(caller, TransportError::body_too_large));
+                refuse(mhd, *conn, TransportError::body_too_large);
                 return MHD_NO;
             }
             conn->body.append(upload_data, *upload_data_size);
@@ -365,12 +439,14 @@ MHD_Result HttpTransport::Impl::on_request(MHD_Connection* mhd, const char* meth
             return MHD_YES;
         }
 
+        // Complete: from here on the time is ours, not the client's.
+        deadlines->request_received(conn);
         Params params;
-        if (auto error = collect_params(mhd, *conn, params)) return refuse(mhd, caller, *error);
+        if (auto error = collect_params(mhd, *conn, params)) return refuse(mhd, *conn, *error);
         ApiRequest request;
         request.params = std::move(params);
         conn->body.clear();
-        return send_response(mhd, handle(caller, request));
+        return send_response(mhd, handle(*conn->caller, request));
     } catch (const std::exception&) {
         // Out of memory or a handler that broke its promise: drop the
         // connection rather than let anything unwind into libmicrohttpd.
@@ -424,21 +500,37 @@ void* uri_callback(void* /*cls*/, const char* uri, MHD_Connection* connection) {
     return nullptr;
 }
 
-void connection_callback(void* /*cls*/, MHD_Connection* connection, void** socket_context,
+void connection_callback(void* cls, MHD_Connection* connection, void** socket_context,
                          MHD_ConnectionNotificationCode event) {
+    auto* self = static_cast<HttpTransport::Impl*>(cls);
     if (event == MHD_CONNECTION_NOTIFY_STARTED) {
-        auto* conn = new (std::nothrow) Connection;
-        if (conn == nullptr) return;  // the request is then dropped: no state, no answer
         const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info == nullptr) return;  // no state: its requests are dropped unanswered
+        auto* conn = new (std::nothrow) Connection;
+        if (conn == nullptr) return;
+        conn->fd = info->connect_fd;
         ucred peer{};
         socklen_t size = sizeof peer;
-        if (info != nullptr && ::getsockopt(info->connect_fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) == 0) {
-            conn->peer = peer;
-        }
+        if (::getsockopt(conn->fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) == 0) conn->peer = peer;
         *socket_context = conn;
+        try {
+            self->deadlines->add(conn);
+        } catch (const std::bad_alloc&) {
+            ::shutdown(conn->fd, SHUT_RDWR);  // unwatched connections are not served
+        }
     } else if (event == MHD_CONNECTION_NOTIFY_CLOSED) {
-        delete static_cast<Connection*>(*socket_context);
+        auto* conn = static_cast<Connection*>(*socket_context);
+        if (conn == nullptr) return;
+        self->deadlines->remove(conn);
+        delete conn;
         *socket_context = nullptr;
+    }
+}
+
+void completed_callback(void* cls, MHD_Connection* connection, void** /*request_context*/,
+                        MHD_RequestTerminationCode /*why*/) {
+    if (Connection* conn = connection_state(connection)) {
+        static_cast<HttpTransport::Impl*>(cls)->deadlines->response_sent(conn);
     }
 }
 
@@ -455,6 +547,8 @@ Result<std::unique_ptr<HttpTransport>> HttpTransport::start(const HttpTransportO
     impl->handle = std::move(handle);
     impl->reject = std::move(reject);
     impl->socket = std::move(*bound);
+    impl->deadlines = std::make_unique<RequestDeadlines>(std::chrono::seconds(options.connection_timeout_s));
+    impl->deadlines->start();
 
     // libmicrohttpd owns the listening descriptor from here on and closes it
     // when stopped.
@@ -470,10 +564,12 @@ Result<std::unique_ptr<HttpTransport>> HttpTransport::start(const HttpTransportO
                                   MHD_OPTION_CONNECTION_TIMEOUT, options.connection_timeout_s,
                                   MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<std::size_t>(64 * 1024),
                                   MHD_OPTION_URI_LOG_CALLBACK, &uri_callback, nullptr,
-                                  MHD_OPTION_NOTIFY_CONNECTION, &connection_callback, nullptr,
+                                  MHD_OPTION_NOTIFY_CONNECTION, &connection_callback, impl.get(),
+                                  MHD_OPTION_NOTIFY_COMPLETED, &completed_callback, impl.get(),
                                   MHD_OPTION_END);
     }).join();
     if (daemon == nullptr) {
+        impl->deadlines->stop();
         impl->close_socket_file();
         return make_error(Errc::io_error,
                           fmt::format("cannot start serving the admin socket '{}'", options.socket_path));
@@ -490,9 +586,11 @@ void HttpTransport::stop() {
     std::lock_guard lock(impl_->stop_mutex);
     if (impl_->stopped) return;
     impl_->stopped = true;
-    // Joins the polling thread and every connection thread.
+    // Joins the polling thread and every connection thread; they use the
+    // deadlines until the last connection is closed.
     MHD_stop_daemon(impl_->daemon);
     impl_->daemon = nullptr;
+    impl_->deadlines->stop();
     impl_->close_socket_file();
 }
 

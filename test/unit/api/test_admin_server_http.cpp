@@ -286,6 +286,40 @@ TEST_CASE("a client that stalls mid-request is cut after the timeout while other
     CHECK(server.recorder.calls().size() == 1);
 }
 
+TEST_CASE("a client that keeps sending but never completes its request is cut after the timeout",
+          "[admin_server][limits][slow]") {
+    HttpTransportOptions options;
+    options.connection_timeout_s = 1;
+    RecordingServer server(options);
+    const UniqueFd dribbling = raw_connect(server.socket_path);
+    const std::string head = "GET /?Action=GetStats HTTP/1.1\r\nHost: x\r\n";
+    REQUIRE(::send(dribbling.get(), head.data(), head.size(), MSG_NOSIGNAL) > 0);
+    const auto started = std::chrono::steady_clock::now();
+    bool cut = false;
+    // A header byte every 200 ms keeps libmicrohttpd's idle timer from firing.
+    while (!cut && std::chrono::steady_clock::now() - started < 5s) {
+        cut = ::send(dribbling.get(), "X", 1, MSG_NOSIGNAL) != 1 || closed_by_server_within(dribbling.get(), 200ms);
+    }
+    CHECK(cut);
+    CHECK(std::chrono::steady_clock::now() - started < 3s);
+    CHECK(server.recorder.calls().empty());
+    CHECK(http_get(server.socket_path, "/?Action=GetStats").status == 200);
+}
+
+TEST_CASE("a kept-alive connection gets a fresh deadline for each request", "[admin_server][limits][slow]") {
+    HttpTransportOptions options;
+    options.connection_timeout_s = 1;
+    RecordingServer server(options);
+    const UniqueFd fd = raw_connect(server.socket_path);
+    const std::string request = "GET /?Action=GetStats HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Three requests 600 ms apart span more than the timeout; each is on time.
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+        std::this_thread::sleep_for(600ms);
+    }
+    CHECK(server.recorder.calls().size() == 3);
+}
+
 TEST_CASE("connections beyond 64 are cut, and the socket serves again once one closes",
           "[admin_server][limits][slow]") {
     RecordingServer server;
