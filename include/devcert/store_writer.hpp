@@ -20,7 +20,10 @@ public:
 
     /// `on_commit` runs on the writer thread after every durable commit that
     /// contained at least one successful job (the plugin wakes the broker
-    /// thread there). The thread blocks the broker's signals.
+    /// thread there), before that commit's jobs are acknowledged. The thread
+    /// blocks the broker's signals. Jobs run on the writer thread inside the
+    /// store's write transaction: they must act only through the view and
+    /// must not use a StatusReader or the store directly.
     StoreWriter(Store& store, std::function<void()> on_commit);
     /// Drains the queue, then joins the thread.
     ~StoreWriter();
@@ -28,11 +31,14 @@ public:
     StoreWriter& operator=(const StoreWriter&) = delete;
 
     /// Queues a job; the future becomes ready once its outcome is durable.
+    /// After stop() the future is ready at once with Errc::store_error.
     std::future<Outcome> submit(Job job);
     /// Queues a job; `done` runs on the writer thread after the commit.
     void submit(Job job, Done done);
 
     /// Stops accepting jobs, commits what is queued and joins. Idempotent.
+    /// Called from a completion callback it only stops accepting jobs; the
+    /// joining is left to a later stop() or the destructor on another thread.
     void stop();
 
     /// Number of commits and jobs so far (for tests and stats).

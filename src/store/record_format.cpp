@@ -91,7 +91,6 @@ std::string encode_device(const DeviceRecord& rec) {
     w.i64(rec.updated_ms);
     w.i64(rec.status_changed_ms);
     w.str(rec.device_name);
-    w.str(rec.content_pem);
     return std::move(w).take();
 }
 
@@ -105,7 +104,7 @@ bool decode_device(std::string_view value, std::string_view ca_sn, std::string_v
     std::memcpy(out.fingerprint.data(), h + kDeviceFingerprintOffset, out.fingerprint.size());
     Reader r(value, kDeviceHeaderSize);
     return r.i64(out.valid_begin_ms) && r.i64(out.valid_end_ms) && r.i64(out.created_ms) && r.i64(out.updated_ms) &&
-           r.i64(out.status_changed_ms) && r.str(out.device_name) && r.str(out.content_pem) && r.at_end();
+           r.i64(out.status_changed_ms) && r.str(out.device_name) && r.at_end();
 }
 
 std::string encode_ca(const CaRecord& rec) {

@@ -4,6 +4,8 @@
 // offsets without decoding the rest, and a future layout can be told apart.
 //
 //   device: 'D' ver status registered_by reserved[4] fingerprint[32] | body
+//           (the PEM lives in its own database under the same key, so the
+//           tree the connection path walks stays small and dense)
 //   ca:     'C' ver status registered_by reserved[4] device_count:u64 fingerprint[32] | body
 //   change: 'L' ver old_status new_status reserved[4] time_ms:i64 | body
 //
@@ -32,6 +34,7 @@ inline constexpr const char* kSchemaVersionKey = "schema_version";
 
 inline constexpr const char* kCaDb = "cas";
 inline constexpr const char* kDeviceDb = "devices";
+inline constexpr const char* kDevicePemDb = "device_pem";
 inline constexpr const char* kSkiDb = "ca_by_ski";
 inline constexpr const char* kChangeDb = "changes";
 inline constexpr const char* kMetaDb = "meta";
@@ -116,9 +119,10 @@ inline std::size_t device_key(std::string_view ca_sn, std::string_view device_sn
     return ca_sn.size() + 1 + device_sn.size();
 }
 
+/// Encodes everything but content_pem (stored apart, see above).
 std::string encode_device(const DeviceRecord& rec);
-/// Decodes a device value (key parts supplied by the caller); false if the
-/// value is truncated or of another layout.
+/// Decodes a device value (key parts supplied by the caller; content_pem is
+/// left alone); false if the value is truncated or of another layout.
 bool decode_device(std::string_view value, std::string_view ca_sn, std::string_view device_sn, DeviceRecord& out);
 
 std::string encode_ca(const CaRecord& rec);

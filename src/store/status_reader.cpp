@@ -65,19 +65,12 @@ bool StatusReader::refresh() noexcept {
         }
         const int rc = s.txn ? mdb_txn_renew(s.txn) : mdb_txn_begin(s.store.env.get(), nullptr, MDB_RDONLY, &s.txn);
         if (rc == 0) return true;
-        // A failed renew or begin leaves no usable snapshot; start over with
-        // a fresh handle after remapping.
-        if (rc != MDB_MAP_RESIZED) {
-            if (!s.txn) {
-                s.hold.reset();
-                return false;
-            }
-            s.drop_txn();
-            s.hold.reset();
-            return false;
-        }
+        // A failed renew or begin leaves no usable snapshot: drop the handle
+        // (the next refresh begins a fresh one) and, if another process grew
+        // the map, adopt its size before trying again.
         s.drop_txn();
         s.hold.reset();
+        if (rc != MDB_MAP_RESIZED) return false;
         try {
             if (!s.store.remap(seen, false)) return false;
         } catch (...) {

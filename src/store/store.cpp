@@ -215,6 +215,7 @@ Outcome initialise(StoreState& impl) {
         MDB_dbi* dbi;
     };
     for (const Named& db : {Named{fmtx::kCaDb, 0, &impl.cas}, Named{fmtx::kDeviceDb, 0, &impl.devices},
+                            Named{fmtx::kDevicePemDb, 0, &impl.device_pem},
                             Named{fmtx::kSkiDb, MDB_DUPSORT, &impl.ski}, Named{fmtx::kChangeDb, 0, &impl.changes}}) {
         if (const int drc = mdb_dbi_open(txn.get(), db.name, db.flags | MDB_CREATE, db.dbi); drc != 0)
             return open_error(path, fmt::format("database '{}': {}", db.name, mdb_strerror(drc)));

@@ -67,6 +67,7 @@ struct StoreState {
     EnvPtr env;
     MDB_dbi cas = 0;
     MDB_dbi devices = 0;
+    MDB_dbi device_pem = 0;
     MDB_dbi ski = 0;
     MDB_dbi changes = 0;
     MDB_dbi meta = 0;
@@ -154,6 +155,9 @@ private:
                        std::string_view caller, std::int64_t time_ms);
     Outcome patch_status(MDB_dbi dbi, std::string_view key, const MDB_val& current, std::size_t header_size,
                          CertStatus status, std::int64_t time_ms, std::string_view what);
+    /// Fills rec.content_pem from the PEM database.
+    Outcome load_device_pem(std::string_view key, DeviceRecord& rec);
+    Outcome delete_pem(std::string_view key);
     template <class T, class Decode>
     Result<PageResult<T>> page_of(MDB_dbi dbi, std::string_view prefix, std::uint64_t total, Page page,
                                   Decode&& decode);

@@ -125,6 +125,14 @@ Outcome TxnView::add_to_ca_device_count(std::string_view ca_sn, std::int64_t del
     return put(impl_.cas, ca_sn, value, 0, "write ca record");
 }
 
+Outcome TxnView::delete_pem(std::string_view key) {
+    MDB_val k = to_val(key);
+    // A device registered without a PEM has no entry here.
+    if (const int rc = mdb_del(txn_, impl_.device_pem, &k, nullptr); rc != 0 && rc != MDB_NOTFOUND)
+        return fail(rc, "delete device certificate");
+    return Ok{};
+}
+
 Outcome TxnView::log_change(std::string_view action, std::string_view ca_sn, std::string_view device_sn,
                             std::optional<CertStatus> old_status, std::optional<CertStatus> new_status,
                             std::string_view caller, std::int64_t time_ms) {
@@ -220,6 +228,18 @@ bool decode_device_entry(std::string_view key, std::string_view value, DeviceRec
 
 }  // namespace
 
+Outcome TxnView::load_device_pem(std::string_view key, DeviceRecord& rec) {
+    MDB_val v{};
+    const int rc = get(impl_.device_pem, key, v);
+    if (rc == MDB_NOTFOUND) {
+        rec.content_pem.clear();
+        return Ok{};
+    }
+    if (rc != 0) return fail(rc, "read device certificate");
+    rec.content_pem.assign(to_view(v));
+    return Ok{};
+}
+
 Result<std::optional<CaRecord>> TxnView::get_ca(std::string_view sn) {
     if (!fmtx::valid_key_serial(sn)) return std::optional<CaRecord>{};
     MDB_val v{};
@@ -241,6 +261,7 @@ Result<std::optional<DeviceRecord>> TxnView::get_device(std::string_view ca_sn, 
     if (rc != 0) return fail(rc, "read device record");
     DeviceRecord rec;
     if (!fmtx::decode_device(to_view(v), ca_sn, device_sn, rec)) return corrupt("device", device_sn);
+    if (auto r = load_device_pem(std::string_view(key, n), rec); !r) return r.error();
     return std::optional<DeviceRecord>(std::move(rec));
 }
 
@@ -255,7 +276,11 @@ Result<PageResult<CaRecord>> TxnView::list_cas(Page page) {
 Result<PageResult<DeviceRecord>> TxnView::list_devices(Page page) {
     auto total = counter(fmtx::kDeviceCountKey);
     if (!total) return total.error();
-    return page_of<DeviceRecord>(impl_.devices, {}, *total, page, decode_device_entry);
+    auto result = page_of<DeviceRecord>(impl_.devices, {}, *total, page, decode_device_entry);
+    if (!result) return result;
+    for (auto& d : result->items)
+        if (auto r = load_device_pem(device_key_string(d.ca_sn, d.device_sn), d); !r) return r.error();
+    return result;
 }
 
 Result<PageResult<DeviceRecord>> TxnView::list_devices_by_ca(std::string_view ca_sn, Page page) {
@@ -266,7 +291,11 @@ Result<PageResult<DeviceRecord>> TxnView::list_devices_by_ca(std::string_view ca
     if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kCaMagic, fmtx::kCaHeaderSize)) return corrupt("ca", ca_sn);
     const std::uint64_t total =
         fmtx::get_u64(static_cast<const std::uint8_t*>(v.mv_data) + fmtx::kCaDeviceCountOffset);
-    return page_of<DeviceRecord>(impl_.devices, ca_prefix(ca_sn), total, page, decode_device_entry);
+    auto result = page_of<DeviceRecord>(impl_.devices, ca_prefix(ca_sn), total, page, decode_device_entry);
+    if (!result) return result;
+    for (auto& d : result->items)
+        if (auto r = load_device_pem(device_key_string(d.ca_sn, d.device_sn), d); !r) return r.error();
+    return result;
 }
 
 Result<std::optional<std::string>> TxnView::ca_by_subject_key_id(std::string_view ski) {
@@ -385,6 +414,7 @@ Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view a
         const auto old = static_cast<CertStatus>(header_byte(v, fmtx::kStatusOffset));
         const std::string device_sn(key.substr(prefix.size()));
         if (const int drc = mdb_cursor_del(cursor.get(), 0); drc != 0) return fail(drc, "delete device record");
+        if (auto r = delete_pem(device_key_string(sn, device_sn)); !r) return r.error();
         if (auto r = log_change(action, sn, device_sn, old, std::nullopt, caller, now); !r) return r.error();
         ++removed;
     }
@@ -420,6 +450,8 @@ Outcome TxnView::insert_device(const DeviceRecord& rec, std::string_view action,
     if (rc != MDB_NOTFOUND) return fail(rc, "read device record");
     if (auto r = put(impl_.devices, key, fmtx::encode_device(rec), MDB_NOOVERWRITE, "write device record"); !r)
         return r;
+    if (!rec.content_pem.empty())
+        if (auto r = put(impl_.device_pem, key, rec.content_pem, 0, "write device certificate"); !r) return r;
     if (auto r = add_to_ca_device_count(rec.ca_sn, 1); !r) return r;
     if (auto r = add_to_counter(fmtx::kDeviceCountKey, 1); !r) return r;
     return log_change(action, rec.ca_sn, rec.device_sn, std::nullopt, rec.status, caller,
@@ -467,6 +499,7 @@ Outcome TxnView::delete_device(std::string_view ca_sn, std::string_view device_s
         return corrupt("device", device_sn);
     const auto old = static_cast<CertStatus>(header_byte(v, fmtx::kStatusOffset));
     if (auto r = del(impl_.devices, k, nullptr, "delete device record"); !r) return r;
+    if (auto r = delete_pem(k); !r) return r;
     if (auto r = add_to_ca_device_count(ca_sn, -1); !r) return r;
     if (auto r = add_to_counter(fmtx::kDeviceCountKey, -1); !r) return r;
     return log_change(action, ca_sn, device_sn, old, std::nullopt, caller, now_ms());
