@@ -75,8 +75,9 @@ std::string synthetic_serial(std::uint64_t i) {
 }
 
 std::uint64_t map_size_for(std::uint64_t records, bool small_records) {
-    // Measured: about 1.1 KB per record with a PEM, 250 B without, change
-    // log included; doubled for LMDB's copy-on-write pages during a batch.
+    // A record with a PEM takes about 1 KB on disk (10M records: 9.8 GB,
+    // change log included); twice that leaves room for LMDB's copy-on-write
+    // pages. The map is address space, not memory.
     const std::uint64_t per_record = small_records ? 600 : 2400;
     return std::max<std::uint64_t>(64ull << 20, records * per_record);
 }

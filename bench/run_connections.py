@@ -174,6 +174,15 @@ def proc_status(pid):
     return out
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def pin(cpu, pinned):
     return ["taskset", "-c", str(cpu)] if pinned else []
 
@@ -207,9 +216,14 @@ def run_one(paths, name, spec, args, round_no):
         if args.warmup:
             subprocess.run(base + ["--connections", str(args.warmup), "--time-limit", "30"], check=True,
                            stdout=subprocess.DEVNULL)
+        cpu_before = cpu_seconds(broker.pid)
         out = subprocess.run(base + ["--connections", str(args.connections), "--time-limit", str(args.time_limit)],
                              check=True, stdout=subprocess.PIPE, text=True).stdout
+        cpu_used = cpu_seconds(broker.pid) - cpu_before
         load = json.loads(out.strip().splitlines()[-1])
+        # Broker CPU per connection: unlike connections/s, it barely moves
+        # when other processes compete for the cores.
+        result["broker_cpu_ms_per_conn"] = 1000 * cpu_used / max(1, load["connections"])
         result.update({
             "connections": load["connections"],
             "connections_per_s": load["connections_per_s"],
@@ -255,11 +269,13 @@ def summarize(results, names):
             rows.append({"config": name, "runs": 0})
             continue
         rates = [r["connections_per_s"] for r in runs]
-        ratios = []
+        ratios, cpu_ratios = [], []
         for rnd in by_round.values():
             a, b = rnd.get(first), rnd.get(name)
             if a and b and "error" not in a and "error" not in b and a["connections_per_s"] > 0:
                 ratios.append(b["connections_per_s"] / a["connections_per_s"])
+                if a["broker_cpu_ms_per_conn"] > 0:
+                    cpu_ratios.append(b["broker_cpu_ms_per_conn"] / a["broker_cpu_ms_per_conn"])
         med = statistics.median
         rows.append({
             "config": name,
@@ -270,6 +286,8 @@ def summarize(results, names):
             "paired_ratio": med(ratios) if ratios else None,
             "paired_ratio_min": min(ratios) if ratios else None,
             "paired_ratio_max": max(ratios) if ratios else None,
+            "broker_cpu_ms_per_conn": med(r["broker_cpu_ms_per_conn"] for r in runs),
+            "cpu_ratio": med(cpu_ratios) if cpu_ratios else None,
             "p50_ms": med(r["p50_ms"] for r in runs),
             "p99_ms": med(r["p99_ms"] for r in runs),
             "startup_s": med(r["startup_s"] for r in runs),
@@ -283,7 +301,8 @@ def summarize(results, names):
 
 def print_table(rows, first):
     print(f"{'configuration':<12} {'runs':>4} {'conn/s':>8} {'min-max':>15} {'ratio':>6} {'ratio min-max':>13} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'start s':>8} {'RSS MB':>7} {'anon MB':>7}")
+          f"{'p50 ms':>7} {'p99 ms':>7} {'cpu ms/c':>8} {'cpu ratio':>9} {'start s':>8} {'RSS MB':>7} "
+          f"{'anon MB':>7}")
     for r in rows:
         if not r["runs"]:
             print(f"{r['config']:<12} {0:>4}  (every run failed)")
@@ -292,9 +311,12 @@ def print_table(rows, first):
         spread = "-" if r["paired_ratio"] is None else f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f}"
         print(f"{r['config']:<12} {r['runs']:>4} {r['connections_per_s']:>8.1f} "
               f"{r['connections_per_s_min']:>7.1f}-{r['connections_per_s_max']:<7.1f} {ratio:>6} {spread:>13} "
-              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['startup_s']:>8.3f} {fmt_mb(r['rss']):>7} "
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['broker_cpu_ms_per_conn']:>8.3f} "
+              f"{'-' if r['cpu_ratio'] is None else format(r['cpu_ratio'], '.3f'):>9} "
+              f"{r['startup_s']:>8.3f} {fmt_mb(r['rss']):>7} "
               f"{fmt_mb(r['rss_anon']):>7}")
-    print(f"ratio: median over rounds of (configuration / {first}) measured in the same round")
+    print(f"ratio: median over rounds of (configuration / {first}) measured in the same round; "
+          f"cpu ms/c: broker CPU time per connection")
 
 
 def main():
@@ -367,7 +389,8 @@ def main():
                 failed = True
                 log(f"round {rnd} {name}: FAILED: {r['error']}")
             else:
-                log(f"round {rnd} {name}: {r['connections_per_s']:.1f}/s p50 {r['p50_ms']:.1f} ms "
+                log(f"round {rnd} {name}: {r['connections_per_s']:.1f}/s cpu {r['broker_cpu_ms_per_conn']:.3f} ms/conn "
+                    f"p50 {r['p50_ms']:.1f} ms "
                     f"p99 {r['p99_ms']:.1f} ms start {r['startup_s']:.3f} s RSS {fmt_mb(r['rss'])} MB "
                     f"(anon {fmt_mb(r['rss_anon'])} MB)")
 
