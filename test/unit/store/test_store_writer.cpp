@@ -132,7 +132,7 @@ TEST_CASE("a writer callback runs after the commit with the job's outcome", "[st
     CHECK(notified.load() == before);
 }
 
-TEST_CASE("stopping the writer drains the queue; later submissions fail at once", "[store][writer]") {
+TEST_CASE("stopping the writer drains the queue and later submissions fail at once", "[store][writer]") {
     TempDir dir;
     auto store = store_with_ca(dir);
     std::vector<std::future<Outcome>> pending;
