@@ -166,7 +166,8 @@ public:
     virtual Result<PageResult<DeviceRecord>> list_devices(Page page) = 0;
     /// Devices of one CA in DeviceSn order; Errc::not_found for an unknown CA.
     virtual Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) = 0;
-    /// Sn of the CA with this Subject Key Identifier (raw bytes).
+    /// Sn of the CA with this Subject Key Identifier (raw bytes); when several
+    /// registered CAs share the key, the lowest Sn.
     virtual Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) = 0;
     /// Change log entries with seq > since, ascending, at most `limit`.
     virtual Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) = 0;
