@@ -124,8 +124,10 @@ Outcome StoreState::remap(std::uint64_t seen_size, bool grow) {
 }
 
 Outcome StoreState::run_write(const std::function<Outcome(MDB_txn*, TxnState&)>& body) {
-    std::lock_guard serial(writer);
+    // Checked before taking the writer lock: a snapshot holder that waited
+    // for it would invert the writer -> remap-gate lock order.
     if (SharedHold::held_by_this_thread(*this)) return write_misuse();
+    std::lock_guard serial(writer);
     for (int attempt = 0;; ++attempt) {
         if (attempt > kMaxRemapsPerWrite)
             return make_error(Errc::store_error,
