@@ -243,6 +243,12 @@ public:
     /// Current map size in bytes (grows on demand).
     std::uint64_t map_size() const noexcept;
 
+    /// Id of the newest committed write transaction, by any process. Reads
+    /// LMDB's meta page without a transaction (tens of nanoseconds), so a
+    /// caller polling for changes can skip opening a snapshot when it has
+    /// not moved. 0 if it cannot be read.
+    std::uint64_t last_commit_id() const noexcept;
+
 private:
     friend class StatusReader;
     struct Impl;

@@ -166,6 +166,19 @@ const std::string& Store::path() const noexcept { return impl_->options.path; }
 
 std::uint64_t Store::map_size() const noexcept { return impl_->map_size.load(); }
 
+std::uint64_t Store::last_commit_id() const noexcept {
+    try {
+        // The meta pages live in the map: hold the gate so a remap by this
+        // process's writer cannot pull them away mid-read.
+        SharedHold hold(*impl_);
+        MDB_envinfo info{};
+        if (mdb_env_info(impl_->env.get(), &info) != 0) return 0;
+        return info.me_last_txnid;
+    } catch (...) {
+        return 0;
+    }
+}
+
 namespace {
 
 Error open_error(const std::string& path, std::string_view reason) {

@@ -207,3 +207,28 @@ TEST_CASE("a released reader can be used from another thread", "[store][reader]"
     }).join();
     CHECK(seen == Lookup::found);
 }
+
+TEST_CASE("the last commit id moves with every commit and stays still on reads", "[store][reader]") {
+    TempDir dir;
+    auto store = store_with_ca(dir);
+    const std::uint64_t before = store->last_commit_id();
+    REQUIRE(before > 0);
+
+    StatusReader reader(*store);
+    REQUIRE(reader.refresh());
+    reader.release();
+    REQUIRE(store->read([](ReadView& v) -> Outcome {
+        auto n = v.device_count();
+        return n ? Outcome(Ok{}) : Outcome(n.error());
+    }));
+    CHECK(store->last_commit_id() == before);
+
+    register_device(*store, "01");
+    const std::uint64_t after_insert = store->last_commit_id();
+    CHECK(after_insert > before);
+
+    set_status(*store, "01", CertStatus::inactive);
+    CHECK(store->last_commit_id() > after_insert);
+    // Commits by other processes move it too (LMDB's shared meta page); the
+    // broker tests prove that end to end with devcertctl --db.
+}
