@@ -2,9 +2,10 @@
 
 #include <catch2/catch.hpp>
 
-#include <regex>
+#include <algorithm>
 
 #include "api_pki.hpp"
+#include "devcert/operations.hpp"
 
 using namespace devcert;
 using namespace devcert::test;
@@ -241,4 +242,25 @@ TEST_CASE("trusting all callers skips the policy and the rate limit and marks th
     REQUIRE(reply.status == 200);
     const auto changes = f.call({{"Action", "ListCertificateChanges"}, {"MqttInstanceId", "local"}});
     CHECK(changes.body.at("Data").at("Changes").back().at("Caller") == "devcertctl uid=5555");
+}
+
+TEST_CASE("every operation refuses another instance and a missing instance id", "[api][access]") {
+    ApiFixture f;
+    for (const auto& op : operations()) {
+        INFO(op.name);
+        Params params{{"Action", std::string(op.name)}};
+        for (const auto& spec : op.params) {
+            if (!spec.required) continue;
+            std::string value = "x";
+            if (spec.kind == ParamKind::serial) value = "0a01";
+            if (spec.kind == ParamKind::integer) value = std::to_string(spec.min_value);
+            if (spec.kind == ParamKind::status) value = "1";
+            params.emplace_back(std::string(spec.name), spec.name == "MqttInstanceId" ? "other" : value);
+        }
+        const auto wrong = f.call(params);
+        CHECK(wrong.status == 500);
+        CHECK(wrong.code() == "MqttInstanceNotFound");
+        std::erase_if(params, [](const auto& p) { return p.first == "MqttInstanceId"; });
+        CHECK(f.call(params).code() == "ParameterFieldCheckFailed");
+    }
 }
