@@ -60,6 +60,7 @@ struct PluginState {
 
     ClientTable clients{online};            ///< broker thread
     std::uint64_t last_seq = 0;             ///< newest change-log entry applied; broker thread
+    std::uint64_t last_commit_read = 0;     ///< store commit id when the log was last read; broker thread
     /// Set by RELOAD, cleared by the TICK of the same loop iteration: the
     /// BASIC_AUTH calls in between are the broker's re-check of every session.
     bool reload_recheck = false;            ///< broker thread

@@ -114,6 +114,13 @@ std::size_t on_tick(PluginState& state) noexcept {
     state.reload_recheck = false;
     state.deferred.drain();
 
+    // The loop ticks several times per connection under load: when no
+    // process has committed since the last read, there is nothing to tail.
+    // The id is read before the snapshot, so a commit landing in between is
+    // read now or on the next tick, never missed.
+    const std::uint64_t commit = state.store->last_commit_id();
+    if (commit != 0 && commit == state.last_commit_read) return 0;
+
     Pending pending;
     std::vector<KickTarget> targets;
     try {
@@ -124,6 +131,7 @@ std::size_t on_tick(PluginState& state) noexcept {
         }
         const bool ok = read_changes(state, pending);
         reader.release();
+        if (ok) state.last_commit_read = commit;
         if (!ok) {
             state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
             log(LogLevel::error, "cannot read the change log of '{}' after entry {}", state.store->path(),
