@@ -1,5 +1,6 @@
 #include "connection_check.hpp"
 
+#include <openssl/asn1.h>
 #include <openssl/objects.h>
 
 #include <cstring>
@@ -53,20 +54,40 @@ void judge_registered(StatusReader& reader, CertStatus device_status, Verdict& v
     v.kind = Verdict::Kind::accept;
 }
 
+// Why serial_from_asn1_into() found no canonical form. TLS lets such
+// certificates through (OpenSSL verifies a negative serial happily), so the
+// operator needs to know which rule refused them.
+const char* serial_problem(const ASN1_INTEGER* serial) noexcept {
+    if (serial == nullptr) return "no serial number";
+    if (ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) return "negative serial number";
+    const unsigned char* bytes = ASN1_STRING_get0_data(serial);
+    const int len = ASN1_STRING_length(serial);
+    for (int i = 0; i < len; ++i) {
+        if (bytes[i] != 0) return "serial number longer than 64 octets";
+    }
+    return "serial number zero";
+}
+
 }  // namespace
 
 void evaluate_certificate(PluginState& state, X509* cert, Verdict& v) noexcept {
     v.kind = Verdict::Kind::refuse;
     v.refusal = Refusal::bad_certificate;
-    const std::size_t n = serial_from_asn1_into(X509_get0_serialNumber(cert), v.device_sn, sizeof v.device_sn);
+    v.detail = nullptr;
+    const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
+    const std::size_t n = serial_from_asn1_into(serial, v.device_sn, sizeof v.device_sn);
     if (n == 0) {
         v.device_sn[0] = '-';
         v.device_sn_len = 1;
+        v.detail = serial_problem(serial);
         return;
     }
     v.device_sn_len = n;
     Sha256 fingerprint{};
-    if (!certificate_fingerprint(cert, fingerprint)) return;
+    if (!certificate_fingerprint(cert, fingerprint)) {
+        v.detail = "cannot compute its fingerprint";
+        return;
+    }
 
     StatusReader& reader = *state.reader;
     if (!reader.refresh()) {
@@ -233,10 +254,15 @@ int accept(PluginState& state, mosquitto* client, const char* id, X509* cert, co
 }
 
 int refuse(PluginState& state, mosquitto* client, const char* id, std::string_view ca, std::string_view dev,
-           Refusal why) noexcept {
+           Refusal why, const char* detail = nullptr) noexcept {
     state.counters.refused(why);
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s", id,
-                         len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why));
+    if (detail != nullptr) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s (%s)", id,
+                             len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why), detail);
+    } else {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s", id,
+                             len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why));
+    }
     try {
         // The re-check after a reload refuses clients that are connected:
         // the broker drops them, and they must not stay in the table.
@@ -303,7 +329,7 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
                     ca_of(v));
             }
             return refuse(state, client, id, ca_of(v), device_of(v), v.refusal);
-        case Verdict::Kind::refuse: return refuse(state, client, id, ca_of(v), device_of(v), v.refusal);
+        case Verdict::Kind::refuse: return refuse(state, client, id, ca_of(v), device_of(v), v.refusal, v.detail);
         case Verdict::Kind::store_error:
             state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
             if (state.config.on_store_error == OnStoreError::allow) {

@@ -30,6 +30,8 @@ struct Verdict {
     std::size_t ca_sn_len = 1;
     char device_sn[kSerialCapacity] = {'-'};
     std::size_t device_sn_len = 1;
+    /// What is wrong with a bad certificate, for the refusal line (static text).
+    const char* detail = nullptr;
 };
 
 /// Resolves a device certificate against the store and the issuer index.

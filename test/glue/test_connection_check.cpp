@@ -223,3 +223,31 @@ TEST_CASE("callbacks are registered for the four events and all removed again", 
     plugin.stop();
     CHECK(plugin.broker().callbacks.empty());
 }
+
+TEST_CASE("a device certificate with a negative or zero serial is refused as a bad certificate and the next device is "
+          "still served",
+          "[glue][auth][bad_certificate]") {
+    glue::Plugin plugin;
+    auto negative = pki().device("-05", "sensor-negative", pki().ca);
+    auto zero = pki().device("00", "sensor-zero", pki().ca);
+    auto good = pki().device("d016", "sensor-16", pki().ca);
+    auto a = client_with("client-negative", negative);
+    auto b = client_with("client-zero", zero);
+    auto c = client_with("client-16", good);
+
+    CHECK(plugin.broker().basic_auth(&a) == MOSQ_ERR_AUTH);
+    CHECK(plugin.broker().basic_auth(&b) == MOSQ_ERR_AUTH);
+    CHECK(plugin.broker().logged(
+        "refused client 'client-negative' (CaSn -, DeviceSn -): bad certificate (negative serial number)"));
+    CHECK(plugin.broker().logged("refused client 'client-zero' (CaSn -, DeviceSn -): bad certificate (serial number zero)"));
+    CHECK(plugin.state().counters.refused_count(Refusal::bad_certificate) == 2);
+    CHECK_FALSE(a.username.has_value());
+    CHECK(plugin.state().clients.size() == 0);
+
+    CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    CHECK(plugin.state().counters.connections_accepted == 1);
+    // Nothing was queued for registration on behalf of the bad certificates.
+    REQUIRE(plugin.tick_until([&] { return plugin.state().counters.auto_registrations == 1; }));
+    plugin.state().writer->stop();
+    CHECK(plugin.state().counters.auto_registrations == 1);
+}
