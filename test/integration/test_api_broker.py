@@ -447,3 +447,143 @@ def test_the_whole_lifecycle_from_ca_registration_to_deletion(make_broker, pki, 
     assert seqs == sorted(seqs)
     assert actions.index("InactivateCaCertificate") < actions.index("RevokeDeviceCertificate") < \
         actions.index("DeleteCaCertificate")
+
+
+# ------------------------------------------------ bad input and socket limits
+
+def snapshot_of_store(broker):
+    return (ok(broker, "ListDeviceCertificate", PageNo="1", PageSize="100")["Data"],
+            ok(broker, "ListCaCertificate", PageNo="1", PageSize="100")["Data"],
+            ok(broker, "ListCertificateChanges", PageSize="1000")["Data"])
+
+
+def raw_request(path, request, timeout=5.0):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    try:
+        s.sendall(request)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if b"\r\n\r\n" in data:
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+    except (socket.timeout, ConnectionResetError):
+        pass  # cut by the server: what arrived so far is the answer
+    s.close()
+    return data
+
+
+def malformed_requests():
+    """200 requests that must all be refused without touching the store."""
+    target = b"Action=InactivateDeviceCertificate&MqttInstanceId=local&CaSn=0c01&DeviceSn=c601"
+    out = []
+    for i in range(25):
+        out.append(b"GET /?" + target + b"&DeviceSn=c601 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out.append(b"GET /?" + target.replace(b"c601", b"%zz" + str(i).encode()) +
+                   b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out.append(b"GET /?" + target.replace(b"c601", b"c6%0001") + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        body = b'{"Action":"InactivateDeviceCertificate","MqttInstanceId":"local","CaSn":"0c01","DeviceSn":' + \
+            [b"1}", b"null}", b'"c601"', b'["c601"]}', b'"c601","DeviceSn":"c601"}'][i % 5]
+        out.append(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        form = target.replace(b"c601", b"c" * (9000 + i))
+        out.append(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded"
+                   b"\r\nContent-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
+        out.append(b"GET /?" + target.replace(b"Inactivate", b"Deactivate") + b" HTTP/1.1\r\nHost: x\r\n"
+                   b"Connection: close\r\n\r\n")
+        out.append(b"GET /?" + target.replace(b"CaSn=0c01", b"CaSn=" + b"0" * 200 + b"1") +
+                   b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out.append(b"GET /?" + target + b"&" + b"&".join(b"p%d=1" % k for k in range(70)) +
+                   b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return out
+
+
+def test_200_malformed_requests_change_nothing_and_the_broker_keeps_serving(api_broker, pki):
+    b = api_broker
+    dev = pki.device("c601", "sensor-c601")
+    connect5(b, dev, "bad-c601").close()
+    wait_online(b, "0c01", "c601")
+    before = snapshot_of_store(b)
+    requests = malformed_requests()
+    assert len(requests) == 200
+    for request in requests:
+        answer = raw_request(b.admin_socket, request)
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+        assert status in (400, 404, 413), (request[:120], answer[:300])
+        assert b'"Code":' in answer
+    after = snapshot_of_store(b)
+    # Reading the lists is itself audited but changes no record and no log entry.
+    assert before == after
+    assert ok(b, "GetDeviceCertificate", CaSn="0c01", DeviceSn="c601")["Data"]["Status"] == "1"
+    connect5(b, dev, "bad-c601-again").close()
+
+
+def test_socket_limits_refuse_the_excess_and_keep_serving_everyone_else(api_broker):
+    b = api_broker
+    status, body, _ = curl(b, [("Action", "GetStats"), ("MqttInstanceId", "local")] +
+                           [(f"p{k}", "1") for k in range(63)])
+    assert (status, body["Code"]) == (400, "ParameterFieldCheckFailed")  # 65 parameters
+    status, body, _ = curl(b, [("Action", "GetStats"), ("MqttInstanceId", "local"), ("X", "v" * (8 * 1024 + 1))],
+                           method="POST")
+    assert status == 400 and body["Code"] == "ParameterFieldCheckFailed"
+    big = b"Action=GetStats&MqttInstanceId=local&X=" + b"v" * (64 * 1024)
+    answer = raw_request(b.admin_socket, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+                         b"urlencoded\r\nContent-Length: " + str(len(big)).encode() + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+    # 64 idle connections fill the socket; the 65th is cut, and once they are
+    # gone everyone is served again.
+    idle = []
+    for _ in range(64):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(b.admin_socket)
+        s.sendall(b"GET /?Action=GetStats")  # an incomplete request keeps the slot
+        idle.append(s)
+    time.sleep(0.2)
+    extra = raw_request(b.admin_socket, b"GET /?Action=GetStats&MqttInstanceId=local HTTP/1.1\r\nHost: x\r\n\r\n",
+                        timeout=3.0)
+    assert not extra.startswith(b"HTTP/1.1 200"), extra[:200]
+    for s in idle:
+        s.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if raw_request(b.admin_socket, b"GET /?Action=GetStats&MqttInstanceId=local HTTP/1.1\r\nHost: x\r\n"
+                       b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the admin socket did not recover after the idle connections closed")
+
+
+def test_a_client_that_never_finishes_its_request_is_cut_after_10_seconds(api_broker):
+    b = api_broker
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(b.admin_socket)
+    started = time.monotonic()
+    s.sendall(b"GET /?Action=GetStats&MqttInstanceId=local HTTP/1.1\r\nHost: x\r\n")
+    s.settimeout(1.0)
+    closed_at = None
+    while time.monotonic() - started < 15:
+        try:
+            s.sendall(b"X")  # one byte a second never completes the headers
+            if s.recv(1024) == b"":
+                closed_at = time.monotonic()
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed_at = time.monotonic()
+            break
+    s.close()
+    assert closed_at is not None and 9.0 <= closed_at - started <= 13.0, closed_at and closed_at - started
+    assert ok(b, "GetStats")
