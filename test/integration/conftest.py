@@ -32,3 +32,10 @@ def make_broker(tmp_path, pki):
 @pytest.fixture
 def broker(make_broker):
     return make_broker().start()
+
+
+@pytest.fixture
+def admin_broker(make_broker):
+    """A broker with its admin socket, so that tests can read its counters
+    through GetStats (broker.counters())."""
+    return make_broker(admin_socket=True).start()

@@ -7,14 +7,19 @@ Mosquitto runs as root in the test environment; the generated config says
 not reach the per-test store directory under the pytest tmp dir.
 """
 
+import http.client
+import json
 import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
+import urllib.parse
+import weakref
 from pathlib import Path
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -95,21 +100,30 @@ class Pki:
             self._sign(c, cn, issuer, ext)
         return c
 
-    def _sign(self, c, subject_cn, issuer, ext, organization=None):
+    def _sign(self, c, subject_cn, issuer, ext, organization=None, set_serial=None):
         csr = str(self.dir / f"{c.name}.csr")
         subj = f"/CN={subject_cn}" + (f"/O={organization}" if organization else "")
         run(["openssl", "req", "-new", "-key", c.key, "-out", csr, "-subj", subj])
         run(["openssl", "x509", "-req", "-in", csr, "-CA", issuer.cert, "-CAkey", issuer.key, "-out", c.cert,
-             "-days", "7300", "-set_serial", f"0x{c.serial}", "-extfile", str(ext)])
+             "-days", "7300", "-set_serial", set_serial or f"0x{c.serial}", "-extfile", str(ext)])
 
-    def _leaf(self, name, serial, cn, issuer, extensions="", organization=None):
+    def _leaf(self, name, serial, cn, issuer, extensions="", organization=None, set_serial=None):
         c = Cert(self.dir, name, serial)
         self._key(name)
         ext = self.dir / f"{name}.ext"
         ext.write_text("basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
                        + extensions)
-        self._sign(c, cn, issuer, ext, organization)
+        self._sign(c, cn, issuer, ext, organization, set_serial)
         return c
+
+    def device_with_serial(self, name, set_serial, cn=None, issuer=None):
+        """A device certificate whose serial is given to openssl as is, e.g.
+        "-5" or "0": serials no canonical form exists for. Its `serial` is
+        "-", as the plugin logs it."""
+        if (self.dir / f"{name}.crt").exists():
+            return Cert(self.dir, name, "-")
+        return self._leaf(name, "-", cn or name, issuer or self.ca, "extendedKeyUsage=clientAuth\n",
+                          "devcert devices", set_serial)
 
     def device(self, serial, cn=None, issuer=None, organization="devcert devices"):
         """A device certificate with a fixed serial (hex, canonical)."""
@@ -139,12 +153,15 @@ class Broker:
         self.proc = None
         self.log_offset = 0
         self.admin_socket = None
+        self.admin_socket_dir = None
         opts = {"db_path": self.db, "instance_id": "local"}
         if admin_socket:
-            # Short path: a UNIX socket address holds 107 bytes.
-            sock_dir = Path(f"/tmp/dc-{os.getpid()}-{self.tls_port}")
-            sock_dir.mkdir(exist_ok=True)
-            self.admin_socket = str(sock_dir / "admin.sock")
+            # Short path: a UNIX socket address holds 107 bytes, more than the
+            # pytest tmp dir leaves. Removed by stop(), or when the Broker is
+            # collected if stop() is never reached.
+            self.admin_socket_dir = tempfile.mkdtemp(prefix=f"dc-{os.getpid()}-{self.tls_port}-", dir="/tmp")
+            self._remove_socket_dir = weakref.finalize(self, shutil.rmtree, self.admin_socket_dir, True)
+            self.admin_socket = str(Path(self.admin_socket_dir) / "admin.sock")
             opts["admin_socket"] = self.admin_socket
         else:
             opts["admin_socket"] = "off"
@@ -240,7 +257,15 @@ class Broker:
         self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout=10):
-        """SIGTERM, then asserts a clean exit with no sanitizer report."""
+        """SIGTERM, then asserts a clean exit with no sanitizer report.
+        Removes the admin socket's directory whatever happens."""
+        try:
+            self._stop(timeout)
+        finally:
+            if self.admin_socket_dir is not None:
+                self._remove_socket_dir()
+
+    def _stop(self, timeout):
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -266,12 +291,70 @@ class Broker:
         self.log_file.close()
         return code
 
+    def admin(self, action, **params):
+        """Calls the admin API over the broker's socket (HTTP over a UNIX
+        socket, as curl --unix-socket does). MqttInstanceId defaults to the
+        broker's. Returns (HTTP status, decoded JSON body)."""
+        if self.admin_socket is None:
+            raise RuntimeError("this broker has no admin socket: make it with admin_socket=True")
+        query = {"Action": action, "MqttInstanceId": "local"}
+        query.update({k: str(v) for k, v in params.items()})
+        conn = UnixHttpConnection(self.admin_socket)
+        try:
+            conn.request("GET", "/?" + urllib.parse.urlencode(query))
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    def stats(self):
+        """GetStats through the admin socket: the Data object (CaCount,
+        DeviceCount, ConnectedClients, Counters)."""
+        status, body = self.admin("GetStats")
+        assert status == 200, body
+        return body["Data"]
+
+    def counters(self):
+        """Every counter of GetStats, by name ("connections_accepted",
+        "connections_refused.device_inactive", "kicks", ...)."""
+        return self.stats()["Counters"]
+
+    def wait_counter(self, name, expected, timeout=5.0):
+        """Polls GetStats until counter `name` reaches `expected` (counters
+        bumped on the writer thread land after the CONNACK); returns every
+        counter as last read."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counters = self.counters()
+            if counters.get(name) == expected or time.monotonic() >= deadline:
+                return counters
+            time.sleep(0.02)
+
     def ctl(self, action, **params):
         """Runs devcertctl against the store directly, as another process."""
         cmd = [devcertctl_path(), "--db", self.db, action]
         for key, value in params.items():
             cmd += [f"--{key}", str(value)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+class UnixHttpConnection(http.client.HTTPConnection):
+    """http.client over a UNIX stream socket (the admin socket)."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def refused(reason):
+    """The GetStats counter name of a refusal reason ("device inactive" ->
+    "connections_refused.device_inactive")."""
+    return "connections_refused." + reason.replace(" ", "_")
 
 
 # ----------------------------------------------------------------- clients
