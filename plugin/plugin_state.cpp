@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "devcert/policy.hpp"
 #include "devcert/threads.hpp"
 
 namespace devcert::plugin {
@@ -137,12 +138,23 @@ Outcome load_issuers(Store& store, IssuerIndex& index) {
 }
 
 Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
+    // The policy is checked before anything is written (imports commit at
+    // once), and whether or not the socket is on: a broken file is a broken
+    // option either way. The admin server reads it again when it starts.
+    if (!config.admin_policy.empty()) {
+        if (auto policy = AccessPolicy::load(config.admin_policy); !policy) {
+            return make_error(policy.error().code, fmt::format("plugin_opt_admin_policy: {}", policy.error().message));
+        }
+    }
+
     auto state = std::make_unique<PluginState>(std::move(config));
     const PluginConfig& c = state->config;
 
     // Before any thread exists, so that every thread we start blocks it.
     set_wakeup_signal(c.wakeup_signal);
-    if (auto ok = state->wakeup.install(c.wakeup_signal); !ok) return ok.error();
+    if (auto ok = state->wakeup.install(c.wakeup_signal); !ok) {
+        return make_error(ok.error().code, fmt::format("plugin_opt_wakeup_signal: {}", ok.error().message));
+    }
 
     StoreOptions options;
     options.path = c.db_path;
@@ -150,7 +162,9 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
     options.change_log_retention = c.change_log_retention;
     options.create = true;
     auto opened = Store::open(options);
-    if (!opened) return opened.error();
+    if (!opened) {
+        return make_error(opened.error().code, fmt::format("plugin_opt_db_path: {}", opened.error().message));
+    }
     state->store = std::move(*opened);
     Store& store = *state->store;
 
@@ -189,7 +203,10 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
             raw->wakeup.wake();
         };
         auto admin = AdminServer::start(context);
-        if (!admin) return admin.error();
+        if (!admin) {
+            // The policy already loaded above: what fails here is the socket.
+            return make_error(admin.error().code, fmt::format("plugin_opt_admin_socket: {}", admin.error().message));
+        }
         state->admin = std::move(*admin);
     }
 
