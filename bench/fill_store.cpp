@@ -18,16 +18,15 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "tool_args.hpp"
 #include "devcert/store.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench_args::die;
+using bench_args::parse_number;
 
-[[noreturn]] void die(const std::string& message) {
-    std::fprintf(stderr, "devcert_fill_store: %s\n", message.c_str());
-    std::exit(2);
-}
+using Clock = std::chrono::steady_clock;
 
 struct Options {
     std::string db;
@@ -46,16 +45,6 @@ void usage() {
         "  --batch N           records per write transaction (default 100000)\n"
         "  --inactive-every K  every K-th synthetic record is inactive (default 10, 0 = none)\n"
         "  --small-records     synthetic records without a certificate PEM");
-}
-
-std::uint64_t parse_number(std::string_view flag, const char* text, std::uint64_t min, std::uint64_t max) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-        die(std::string(flag) + ": expected a whole number from " + std::to_string(min) + " to " +
-            std::to_string(max) + ", got '" + text + "'");
-    return v;
 }
 
 Options parse_options(int argc, char** argv) {

@@ -34,8 +34,12 @@
 #include <vector>
 
 #include "devcert/handles.hpp"
+#include "tool_args.hpp"
 
 namespace {
+
+using bench_args::die;
+using bench_args::parse_number;
 
 using Clock = std::chrono::steady_clock;
 using devcert::CDeleter;
@@ -61,11 +65,6 @@ struct Options {
     bool json = false;
 };
 
-[[noreturn]] void die(const std::string& message) {
-    std::fprintf(stderr, "devcert_loadgen: %s\n", message.c_str());
-    std::exit(2);
-}
-
 void usage() {
     std::puts(
         "usage: devcert_loadgen --port N (--certs DIR | --cert-list FILE) [options]\n"
@@ -82,16 +81,6 @@ void usage() {
         "  --mqtt 3|5           MQTT 3.1.1 or 5 (default 3)\n"
         "  --client-id-prefix P client ids are P-<pid>-<n> (default lg)\n"
         "  --json               print one JSON line instead of text");
-}
-
-std::uint64_t parse_count(std::string_view flag, const char* text, std::uint64_t min, std::uint64_t max) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-        die(std::string(flag) + ": expected a whole number from " + std::to_string(min) + " to " +
-            std::to_string(max) + ", got '" + text + "'");
-    return v;
 }
 
 double parse_seconds(std::string_view flag, const char* text) {
@@ -116,7 +105,7 @@ Options parse_options(int argc, char** argv) {
         } else if (a == "--host") {
             o.host = value();
         } else if (a == "--port") {
-            o.port = static_cast<std::uint16_t>(parse_count(a, value(), 1, 65535));
+            o.port = static_cast<std::uint16_t>(parse_number(a, value(), 1, 65535));
         } else if (a == "--ca") {
             o.ca_file = value();
         } else if (a == "--certs") {
@@ -124,11 +113,11 @@ Options parse_options(int argc, char** argv) {
         } else if (a == "--cert-list") {
             o.cert_list = value();
         } else if (a == "-n" || a == "--connections") {
-            o.connections = parse_count(a, value(), 1, 1'000'000'000);
+            o.connections = parse_number(a, value(), 1, 1'000'000'000);
         } else if (a == "-c" || a == "--concurrency") {
-            o.concurrency = static_cast<unsigned>(parse_count(a, value(), 1, 10'000));
+            o.concurrency = static_cast<unsigned>(parse_number(a, value(), 1, 10'000));
         } else if (a == "--threads") {
-            o.threads = static_cast<unsigned>(parse_count(a, value(), 1, 64));
+            o.threads = static_cast<unsigned>(parse_number(a, value(), 1, 64));
         } else if (a == "--time-limit") {
             o.time_limit_s = parse_seconds(a, value());
         } else if (a == "--timeout") {

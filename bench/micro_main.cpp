@@ -21,16 +21,14 @@
 
 #include "bench_support.hpp"
 #include "micro_fixture.hpp"
+#include "tool_args.hpp"
 
 namespace devcert::bench {
 
 namespace {
 MicroFixture* g_fixture = nullptr;
 
-[[noreturn]] void die(const std::string& message) {
-    std::fprintf(stderr, "devcert_micro_bench: %s\n", message.c_str());
-    std::exit(2);
-}
+using bench_args::die;
 
 X509Ptr load_cert(const std::string& path) {
     auto info = describe_file(path);

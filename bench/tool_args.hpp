@@ -1,0 +1,32 @@
+// Fatal errors and number flags for the bench tools' command lines.
+// Header-only and free of project code, so the load generator still shares
+// nothing with what it measures.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+namespace bench_args {
+
+/// Prints "<tool>: message" and exits with status 2 (bad usage or setup).
+[[noreturn]] inline void die(const std::string& message) {
+    std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, message.c_str());
+    std::exit(2);
+}
+
+/// A whole number in [min, max] for `flag`, or die naming the flag.
+inline std::uint64_t parse_number(std::string_view flag, const char* text, std::uint64_t min, std::uint64_t max) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
+        die(std::string(flag) + ": expected a whole number from " + std::to_string(min) + " to " +
+            std::to_string(max) + ", got '" + text + "'");
+    return v;
+}
+
+}  // namespace bench_args
