@@ -51,13 +51,6 @@ bool ClientTable::connected_as(std::string_view client_id, std::string_view ca_s
     return e != nullptr && e->ca_sn == ca_sn && e->device_sn == device_sn;
 }
 
-std::vector<ClientEntry> ClientTable::entries() const {
-    std::vector<ClientEntry> out;
-    out.reserve(by_client_.size());
-    for (const auto& [client, e] : by_client_) out.push_back(e);
-    return out;
-}
-
 bool ClientTable::accepted_before(std::string_view client_id) const noexcept {
     return accepted_ids_.find(client_id) != accepted_ids_.end();
 }

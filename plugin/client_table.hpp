@@ -50,8 +50,12 @@ public:
     /// The connected client with this id, if it is the device given.
     bool connected_as(std::string_view client_id, std::string_view ca_sn, std::string_view device_sn) const noexcept;
     std::size_t size() const noexcept { return by_client_.size(); }
-    /// Copies of every entry (for a full re-check).
-    std::vector<ClientEntry> entries() const;
+    /// Calls fn(const ClientEntry&) for every entry, in place. fn must not
+    /// kick or otherwise change the table: collect, then act.
+    template <class Fn>
+    void for_each(Fn&& fn) const {
+        for (const auto& [client, e] : by_client_) fn(e);
+    }
 
     /// Client ids accepted since start-up and not refused or kicked since.
     /// After a reload the broker re-checks offline durable sessions with no

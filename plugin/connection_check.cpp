@@ -97,18 +97,22 @@ void evaluate_certificate(PluginState& state, X509* cert, Verdict& v) noexcept {
 
     // A device stored with this very certificate under a candidate CA needs
     // no signature check: the fingerprint already proves it is the same one.
+    // What each lookup found is kept: the verified issuer is nearly always
+    // one of the candidates, and its record needs no second lookup.
     const std::string* candidates[kMaxCandidates];
     const std::size_t count = state.issuers.candidates(cert, candidates, kMaxCandidates);
-    DeviceStatusView view;
+    Lookup looked_up[kMaxCandidates];
+    DeviceStatusView views[kMaxCandidates];
     for (std::size_t i = 0; i < count; ++i) {
-        switch (reader.device_status(*candidates[i], device_of(v), view)) {
+        looked_up[i] = reader.device_status(*candidates[i], device_of(v), views[i]);
+        switch (looked_up[i]) {
             case Lookup::error: v.kind = Verdict::Kind::store_error; return;
             case Lookup::not_found: continue;
             case Lookup::found: break;
         }
-        if (view.fingerprint != fingerprint) continue;
+        if (views[i].fingerprint != fingerprint) continue;
         set_ca(v, *candidates[i]);
-        judge_registered(reader, view.status, v);
+        judge_registered(reader, views[i].status, v);
         return;
     }
 
@@ -121,7 +125,17 @@ void evaluate_certificate(PluginState& state, X509* cert, Verdict& v) noexcept {
     set_ca(v, *issuer);
     // Same (CaSn, DeviceSn) with another certificate, signed by that CA: the
     // pair is the identity, as in the reference service, so its record rules.
-    switch (reader.device_status(*issuer, device_of(v), view)) {
+    DeviceStatusView view;
+    Lookup under_issuer = Lookup::error;
+    bool known = false;
+    for (std::size_t i = 0; i < count && !known; ++i) {
+        if (candidates[i] != issuer) continue;  // both point into the index
+        under_issuer = looked_up[i];
+        view = views[i];
+        known = true;
+    }
+    if (!known) under_issuer = reader.device_status(*issuer, device_of(v), view);
+    switch (under_issuer) {
         case Lookup::error: v.kind = Verdict::Kind::store_error; return;
         case Lookup::found: judge_registered(reader, view.status, v); return;
         case Lookup::not_found: break;

@@ -30,7 +30,6 @@ struct TickWatch {
     using Clock = std::chrono::steady_clock;
     std::chrono::milliseconds grace{5000};  ///< how long without a TICK before the error
 
-    Clock::time_point last_tick{};    ///< broker thread
     Clock::time_point armed_at{};     ///< first connection checked
     bool tick_seen = false;
     bool warned = false;

@@ -12,12 +12,10 @@ namespace {
 
 constexpr std::size_t kChangesPerRead = 1024;
 
-std::string device_key(std::string_view ca, std::string_view dev) {
-    std::string key;
-    key.reserve(ca.size() + dev.size() + 1);
-    key.append(ca).push_back('/');
+// "ca/dev", written into `key` so that a loop can reuse one buffer.
+void device_key(std::string_view ca, std::string_view dev, std::string& key) {
+    key.assign(ca).push_back('/');
     key.append(dev);
-    return key;
 }
 
 // What one pass over the change log asks of the broker thread.
@@ -54,7 +52,9 @@ bool read_changes(PluginState& state, Pending& p) {
             if (ca_level) {
                 p.cas_out.insert(e.ca_sn);
             } else if (e.old_status || e.new_status) {
-                p.devices_out.insert(device_key(e.ca_sn, e.device_sn));
+                std::string key;
+                device_key(e.ca_sn, e.device_sn, key);
+                p.devices_out.insert(std::move(key));
             }
         });
         if (rc == Lookup::error) return false;
@@ -66,14 +66,20 @@ bool read_changes(PluginState& state, Pending& p) {
 std::vector<KickTarget> targets_for(const PluginState& state, const Pending& p) {
     std::vector<KickTarget> targets;
     if (p.devices_out.empty() && p.cas_out.empty()) return targets;
-    for (const auto& e : state.clients.entries()) {
-        if (e.ca_sn.empty()) continue;
+    // Collecting reads the table in place: the kicks, which edit it, come after.
+    std::string key;
+    state.clients.for_each([&](const ClientEntry& e) {
+        if (e.ca_sn.empty()) return;
         if (p.cas_out.count(e.ca_sn)) {
             targets.push_back({e.client_id, e.ca_sn, e.device_sn, "ca no longer active"});
-        } else if (p.devices_out.count(device_key(e.ca_sn, e.device_sn))) {
+            return;
+        }
+        if (p.devices_out.empty()) return;
+        device_key(e.ca_sn, e.device_sn, key);
+        if (p.devices_out.count(key)) {
             targets.push_back({e.client_id, e.ca_sn, e.device_sn, "device no longer active"});
         }
-    }
+    });
     return targets;
 }
 
@@ -84,22 +90,22 @@ std::size_t recheck_connected(PluginState& state) noexcept {
     try {
         StatusReader& reader = *state.reader;
         if (!reader.refresh()) return 0;
-        for (const auto& e : state.clients.entries()) {
-            if (e.ca_sn.empty()) continue;
+        state.clients.for_each([&](const ClientEntry& e) {
+            if (e.ca_sn.empty()) return;
             DeviceStatusView device;
             CertStatus ca = CertStatus::inactive;
             const Lookup d = reader.device_status(e.ca_sn, e.device_sn, device);
             const Lookup c = reader.ca_status(e.ca_sn, ca);
             if (d == Lookup::error || c == Lookup::error) {
                 state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
-                continue;  // never kick on a store error
+                return;  // never kick on a store error
             }
             if (c != Lookup::found || ca != CertStatus::active) {
                 targets.push_back({e.client_id, e.ca_sn, e.device_sn, "ca no longer active"});
             } else if (d != Lookup::found || device.status != CertStatus::active) {
                 targets.push_back({e.client_id, e.ca_sn, e.device_sn, "device no longer active"});
             }
-        }
+        });
         reader.release();
     } catch (...) {
         log(LogLevel::error, "out of memory re-checking connected clients");
@@ -109,7 +115,6 @@ std::size_t recheck_connected(PluginState& state) noexcept {
 
 std::size_t on_tick(PluginState& state) noexcept {
     state.tick_watch.tick_seen = true;
-    state.tick_watch.last_tick = TickWatch::Clock::now();
     // The re-check that follows a reload is over once its TICK arrives.
     state.reload_recheck = false;
     state.deferred.drain();

@@ -251,3 +251,24 @@ TEST_CASE("a device certificate with a negative or zero serial is refused as a b
     plugin.state().writer->stop();
     CHECK(plugin.state().counters.auto_registrations == 1);
 }
+
+TEST_CASE("a re-issued certificate with a registered CaSn and DeviceSn follows that record's status",
+          "[glue][auth]") {
+    glue::Plugin plugin;
+    auto original = pki().device("d017", "sensor-17", pki().ca);
+    auto reissued = pki().device("d017", "sensor-17", pki().ca);  // same serial, new key
+    plugin.register_device(original, kCaSn, CertStatus::inactive);
+    auto c = client_with("client-17", reissued);
+
+    CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_AUTH);
+    CHECK(plugin.broker().logged("refused client 'client-17' (CaSn 0c01, DeviceSn d017): device inactive"));
+    plugin.set_device_status(kCaSn, "d017", CertStatus::active);
+    CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
+    CHECK(plugin.state().online.online(kCaSn, "d017"));
+    // The stored record stays the original's: nothing is registered for the new one.
+    plugin.state().writer->stop();
+    CHECK(plugin.state().counters.auto_registrations == 0);
+    auto info = devcert::describe_certificate(original.cert.get());
+    REQUIRE(info.ok());
+    CHECK(plugin.device(kCaSn, "d017")->fingerprint == info->fingerprint);
+}
