@@ -120,9 +120,10 @@ std::size_t on_tick(PluginState& state) noexcept {
     state.deferred.drain();
 
     // The loop ticks several times per connection under load: when no
-    // process has committed since the last read, there is nothing to tail.
-    // The id is read before the snapshot, so a commit landing in between is
-    // read now or on the next tick, never missed.
+    // process has committed since the snapshot last read, there is nothing
+    // to tail. LMDB writes the meta page a moment before new snapshots see
+    // the commit, so what counts as read is the snapshot's own commit id: a
+    // commit the snapshot missed keeps the ids apart until a tick reads it.
     const std::uint64_t commit = state.store->last_commit_id();
     if (commit != 0 && commit == state.last_commit_read) return 0;
 
@@ -135,8 +136,8 @@ std::size_t on_tick(PluginState& state) noexcept {
             return 0;
         }
         const bool ok = read_changes(state, pending);
+        if (ok) state.last_commit_read = reader.snapshot_commit_id();
         reader.release();
-        if (ok) state.last_commit_read = commit;
         if (!ok) {
             state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
             log(LogLevel::error, "cannot read the change log of '{}' after entry {}", state.store->path(),

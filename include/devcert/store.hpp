@@ -141,6 +141,9 @@ public:
     /// cannot be a key (empty, over 128 characters) is simply not_found.
     Lookup device_status(std::string_view ca_sn, std::string_view device_sn, DeviceStatusView& out) noexcept;
     Lookup ca_status(std::string_view ca_sn, CertStatus& out) noexcept;
+    /// Id of the commit the open snapshot sees (0 without one). Compared
+    /// with Store::last_commit_id(), it tells whether a newer commit exists.
+    std::uint64_t snapshot_commit_id() const noexcept;
     /// Seq of the newest change log entry, 0 if empty.
     Lookup last_change_seq(std::uint64_t& out) noexcept;
     /// Seq of the oldest entry still retained, 0 if empty.
@@ -246,7 +249,10 @@ public:
     /// Id of the newest committed write transaction, by any process. Reads
     /// LMDB's meta page without a transaction (tens of nanoseconds), so a
     /// caller polling for changes can skip opening a snapshot when it has
-    /// not moved. 0 if it cannot be read.
+    /// not moved. 0 if it cannot be read. The meta page is written a moment
+    /// before new snapshots can see the commit: compare it with
+    /// StatusReader::snapshot_commit_id() of the snapshot actually read,
+    /// never with an id read before that snapshot.
     std::uint64_t last_commit_id() const noexcept;
 
 private:

@@ -48,6 +48,11 @@ StatusReader::~StatusReader() {
     impl_->drop_txn();
 }
 
+std::uint64_t StatusReader::snapshot_commit_id() const noexcept {
+    const auto& s = *impl_;
+    return s.hold && s.txn ? static_cast<std::uint64_t>(mdb_txn_id(s.txn)) : 0;
+}
+
 bool StatusReader::refresh() noexcept {
     auto& s = *impl_;
     if (s.hold) {

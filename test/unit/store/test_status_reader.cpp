@@ -229,6 +229,24 @@ TEST_CASE("the last commit id moves with every commit and stays still on reads",
 
     set_status(*store, "01", CertStatus::inactive);
     CHECK(store->last_commit_id() > after_insert);
+}
+
+TEST_CASE("a snapshot knows which commit it sees, so a poller can tell it is behind", "[store][reader]") {
+    TempDir dir;
+    auto store = store_with_ca(dir);
+    StatusReader reader(*store);
+    CHECK(reader.snapshot_commit_id() == 0);  // no snapshot open
+    REQUIRE(reader.refresh());
+    const std::uint64_t seen = reader.snapshot_commit_id();
+    CHECK(seen == store->last_commit_id());
+    reader.release();
+
+    register_device(*store, "01");
+    REQUIRE(reader.refresh());
+    CHECK(reader.snapshot_commit_id() > seen);
+    CHECK(reader.snapshot_commit_id() == store->last_commit_id());
+    reader.release();
+    CHECK(reader.snapshot_commit_id() == 0);
     // Commits by other processes move it too (LMDB's shared meta page); the
     // broker tests prove that end to end with devcertctl --db.
 }
