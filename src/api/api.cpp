@@ -178,7 +178,15 @@ void Api::Impl::run(const Caller& caller, const ApiRequest& request, CallRecord&
     op->handler(operation);
     if (operation.error) return fail(*operation.error, std::move(operation.detail));
     call.fields = std::move(operation.response);
-    call.params += operation.audit_extra;
+    // A call with no loggable parameter (RegisterDeviceCertificate without
+    // Status) has only the record it created to show: no "-" in front of it.
+    const std::size_t extra = operation.audit_extra.find_first_not_of(' ');
+    if (extra == std::string::npos) return;
+    if (call.params == "-") {
+        call.params = operation.audit_extra.substr(extra);
+    } else {
+        call.params += operation.audit_extra;
+    }
 }
 
 ApiResponse Api::Impl::finish(const Caller& caller, CallRecord& call) noexcept {
