@@ -159,3 +159,17 @@ def test_a_client_without_certificate_on_the_plain_listener_is_left_to_mosquitto
     counters = broker.counters()
     assert counters["connections_accepted"] == 0
     assert refusals(counters) == {}
+
+
+def test_no_certificate_deny_refuses_a_plain_client_and_counts_it(make_broker):
+    import socket
+    b = make_broker(options={"no_certificate": "deny"}, admin_socket=True).start()
+    client_id = b"plain-denied"
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    with socket.create_connection(("127.0.0.1", b.plain_port), timeout=5) as s:
+        s.sendall(b"\x10" + bytes([len(body)]) + body)
+        assert s.recv(4) == CONNACK_V3_NOT_AUTHORIZED
+    assert b.wait_for_log("refused client 'plain-denied' (CaSn -, DeviceSn -): no certificate")
+    counters = b.counters()
+    assert refusals(counters) == {refused("no certificate"): 1}
+    assert counters["connections_accepted"] == 0
