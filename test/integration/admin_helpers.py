@@ -150,7 +150,10 @@ class CtlResult:
         self.returncode = completed.returncode
         self.stdout = completed.stdout
         self.stderr = completed.stderr
-        self.body = json.loads(completed.stdout) if completed.stdout.strip() else None
+        try:
+            self.body = json.loads(completed.stdout)
+        except ValueError:
+            self.body = None  # empty, or --output table
 
     def __repr__(self):
         return f"CtlResult({self.returncode}, {self.stdout!r}, {self.stderr!r})"
