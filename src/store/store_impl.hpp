@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "devcert/store.hpp"
+#include "record_format.hpp"
 
 namespace devcert {
 
@@ -155,6 +156,17 @@ private:
                        std::string_view caller, std::int64_t time_ms);
     Outcome patch_status(MDB_dbi dbi, std::string_view key, const MDB_val& current, std::size_t header_size,
                          CertStatus status, std::int64_t time_ms, std::string_view what);
+    /// A device record about to be changed: its key and its raw value, whose
+    /// header has been checked.
+    struct DeviceSlot {
+        char key[store_format::kMaxDeviceKey];
+        std::size_t key_len = 0;
+        MDB_val value{};
+        std::string_view key_view() const noexcept { return {key, key_len}; }
+        CertStatus status() const noexcept;
+    };
+    /// Finds (CaSn, DeviceSn) for a mutation; Errc::not_found when absent.
+    Outcome find_device(std::string_view ca_sn, std::string_view device_sn, DeviceSlot& slot);
     /// Fills rec.content_pem from the PEM database.
     Outcome load_device_pem(std::string_view key, DeviceRecord& rec);
     Outcome delete_pem(std::string_view key);

@@ -458,21 +458,30 @@ Outcome TxnView::insert_device(const DeviceRecord& rec, std::string_view action,
                       rec.updated_ms != 0 ? rec.updated_ms : now_ms());
 }
 
-Result<CertStatus> TxnView::set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
-                                              std::string_view action, std::string_view caller) {
-    if (!status_allowed(status)) return make_error(Errc::invalid_argument, "unknown certificate status");
-    char key[fmtx::kMaxDeviceKey];
-    const std::size_t n = fmtx::device_key(ca_sn, device_sn, key);
-    const std::string_view k(key, n);
-    MDB_val v{};
-    const int rc = n != 0 ? get(impl_.devices, k, v) : MDB_NOTFOUND;
+Outcome TxnView::find_device(std::string_view ca_sn, std::string_view device_sn, DeviceSlot& slot) {
+    slot.key_len = fmtx::device_key(ca_sn, device_sn, slot.key);
+    const int rc = slot.key_len != 0 ? get(impl_.devices, slot.key_view(), slot.value) : MDB_NOTFOUND;
     if (rc == MDB_NOTFOUND)
         return make_error(Errc::not_found,
                           fmt::format("device '{}' of ca '{}' is not registered", device_sn, ca_sn));
     if (rc != 0) return fail(rc, "read device record");
-    if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kDeviceMagic, fmtx::kDeviceHeaderSize))
+    if (!fmtx::has_header(slot.value.mv_data, slot.value.mv_size, fmtx::kDeviceMagic, fmtx::kDeviceHeaderSize))
         return corrupt("device", device_sn);
-    const auto old = static_cast<CertStatus>(header_byte(v, fmtx::kStatusOffset));
+    return Ok{};
+}
+
+CertStatus TxnView::DeviceSlot::status() const noexcept {
+    return static_cast<CertStatus>(header_byte(value, fmtx::kStatusOffset));
+}
+
+Result<CertStatus> TxnView::set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
+                                              std::string_view action, std::string_view caller) {
+    if (!status_allowed(status)) return make_error(Errc::invalid_argument, "unknown certificate status");
+    DeviceSlot slot;
+    if (auto found = find_device(ca_sn, device_sn, slot); !found) return found.error();
+    const std::string_view k = slot.key_view();
+    const MDB_val& v = slot.value;
+    const CertStatus old = slot.status();
     if (old == status) return old;
     if (old == CertStatus::revoked)
         return make_error(Errc::revoked, fmt::format("device '{}' of ca '{}' is revoked; revocation is final",
@@ -486,18 +495,10 @@ Result<CertStatus> TxnView::set_device_status(std::string_view ca_sn, std::strin
 
 Outcome TxnView::delete_device(std::string_view ca_sn, std::string_view device_sn, std::string_view action,
                                std::string_view caller) {
-    char key[fmtx::kMaxDeviceKey];
-    const std::size_t n = fmtx::device_key(ca_sn, device_sn, key);
-    const std::string_view k(key, n);
-    MDB_val v{};
-    const int rc = n != 0 ? get(impl_.devices, k, v) : MDB_NOTFOUND;
-    if (rc == MDB_NOTFOUND)
-        return make_error(Errc::not_found,
-                          fmt::format("device '{}' of ca '{}' is not registered", device_sn, ca_sn));
-    if (rc != 0) return fail(rc, "read device record");
-    if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kDeviceMagic, fmtx::kDeviceHeaderSize))
-        return corrupt("device", device_sn);
-    const auto old = static_cast<CertStatus>(header_byte(v, fmtx::kStatusOffset));
+    DeviceSlot slot;
+    if (auto found = find_device(ca_sn, device_sn, slot); !found) return found.error();
+    const std::string_view k = slot.key_view();
+    const CertStatus old = slot.status();
     if (auto r = del(impl_.devices, k, nullptr, "delete device record"); !r) return r;
     if (auto r = delete_pem(k); !r) return r;
     if (auto r = add_to_ca_device_count(ca_sn, -1); !r) return r;
