@@ -21,7 +21,8 @@ public:
     /// `on_commit` runs on the writer thread after every durable commit that
     /// contained at least one successful job (the plugin wakes the broker
     /// thread there), before that commit's jobs are acknowledged. The thread
-    /// blocks the broker's signals. Jobs run on the writer thread inside the
+    /// starts with the first job (a process that never writes gets no
+    /// thread) and blocks the broker's signals. Jobs run on the writer thread inside the
     /// store's write transaction: they must act only through the view and
     /// must not use a StatusReader or the store directly.
     StoreWriter(Store& store, std::function<void()> on_commit);

@@ -5,6 +5,8 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -36,8 +38,8 @@ struct StoreWriter::Impl {
     std::condition_variable wake;
     std::deque<Queued> queue;     // guarded by mutex
     bool stopping = false;        // guarded by mutex
-    std::thread thread;
-    std::thread::id thread_id;
+    std::thread thread;           // started by the first enqueue; guarded by mutex
+    std::thread::id thread_id;    // until stopping is set
     std::mutex join_mutex;        // one joiner at a time
 
     std::atomic<std::uint64_t> commits{0};
@@ -45,16 +47,31 @@ struct StoreWriter::Impl {
 
     Impl(Store& s, std::function<void()> cb) : store(s), on_commit(std::move(cb)) {}
 
-    /// Takes ownership of `item` unless the writer has stopped, in which case
-    /// it is handed back untouched so the caller can fail it.
-    bool enqueue(Queued& item) {
+    /// Takes ownership of `item` and returns nothing, or hands `item` back
+    /// untouched with the reason it was refused (the writer has stopped, or
+    /// its thread could not be started) so the caller can fail it.
+    std::optional<Error> enqueue(Queued& item) {
         {
             std::lock_guard lock(mutex);
-            if (stopping) return false;
+            if (stopping) return stopped_error();
+            if (!thread.joinable()) {
+                // The thread starts with the first job, not with the writer:
+                // a broker that never writes (no registrations, no admin
+                // socket) stays single-threaded, and glibc's allocator is
+                // measurably faster in a single-threaded process
+                // (docs/performance.md).
+                try {
+                    thread = spawn_thread([this] { run(); });
+                } catch (const std::exception& e) {
+                    return make_error(Errc::store_error,
+                                      std::string("cannot start the store writer thread: ") + e.what());
+                }
+                thread_id = thread.get_id();
+            }
             queue.push_back(std::move(item));
         }
         wake.notify_one();
-        return true;
+        return std::nullopt;
     }
 
     void run() {
@@ -111,10 +128,7 @@ struct StoreWriter::Impl {
 };
 
 StoreWriter::StoreWriter(Store& store, std::function<void()> on_commit)
-    : impl_(std::make_unique<Impl>(store, std::move(on_commit))) {
-    impl_->thread = spawn_thread([impl = impl_.get()] { impl->run(); });
-    impl_->thread_id = impl_->thread.get_id();
-}
+    : impl_(std::make_unique<Impl>(store, std::move(on_commit))) {}
 
 StoreWriter::~StoreWriter() { stop(); }
 
@@ -123,7 +137,7 @@ std::future<Outcome> StoreWriter::submit(Job job) {
     item.job = std::move(job);
     item.has_promise = true;
     auto future = item.promise.get_future();
-    if (!impl_->enqueue(item)) item.promise.set_value(stopped_error());
+    if (auto refused = impl_->enqueue(item)) item.promise.set_value(Outcome(std::move(*refused)));
     return future;
 }
 
@@ -131,7 +145,7 @@ void StoreWriter::submit(Job job, Done done) {
     Queued item;
     item.job = std::move(job);
     item.done = std::move(done);
-    if (!impl_->enqueue(item) && item.done) item.done(Outcome(stopped_error()));
+    if (auto refused = impl_->enqueue(item); refused && item.done) item.done(Outcome(std::move(*refused)));
 }
 
 void StoreWriter::stop() {

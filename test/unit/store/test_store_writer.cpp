@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "devcert/store_writer.hpp"
@@ -164,4 +166,40 @@ TEST_CASE("destroying the writer commits what was queued", "[store][writer]") {
     }
     for (auto& f : pending) CHECK(f.get().ok());
     CHECK(committed_device(*store, 50));
+}
+
+namespace {
+
+std::size_t threads_in_process() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("the writer starts its thread with the first job, not before", "[store][writer]") {
+    TempDir dir;
+    auto store = store_with_ca(dir);
+    const std::size_t before = threads_in_process();
+    {
+        StoreWriter idle(*store, nullptr);
+        CHECK(threads_in_process() == before);
+        idle.stop();  // stopping a writer that never started is fine
+        const Outcome late = idle.submit(insert_job(1)).get();
+        REQUIRE_FALSE(late.ok());
+        CHECK(late.error().message == "store writer stopped");
+        CHECK(threads_in_process() == before);
+    }
+    StoreWriter writer(*store, nullptr);
+    CHECK(threads_in_process() == before);
+    CHECK(writer.submit(insert_job(2)).get().ok());
+    CHECK(threads_in_process() == before + 1);
+    CHECK(writer.submit(insert_job(3)).get().ok());
+    CHECK(threads_in_process() == before + 1);  // one thread, started once
+    writer.stop();
+    // A joined thread leaves /proc a moment after pthread_join returns.
+    for (int i = 0; i < 100 && threads_in_process() != before; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(threads_in_process() == before);
+    must_read(*store, [&](ReadView& v) { CHECK(*v.device_count() == 2); });
 }
