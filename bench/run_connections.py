@@ -6,6 +6,14 @@ CPU 0 and the load generator to CPU 1.
     bench/run_connections.py --build build                # 5 rounds, every configuration
     bench/run_connections.py --build build --tiny         # seconds, tiny sizes (CI)
     bench/run_connections.py --build build --configs plain,plugin-1m --rounds 15
+    bench/run_connections.py --build build --broker-env GLIBC_TUNABLES=glibc.malloc.tcache_count=2000
+
+Configurations: plain (TLS listener, use_identity_as_username, no plugin);
+plain-thread (the same with a preloaded library that starts one idle
+thread: what any second thread in the broker costs); plugin-1m, plugin-10m
+(the plugin on a store of 1M / 10M records, admin socket off);
+plugin-1m-admin (the same with the admin socket on, the default);
+crl-1k, crl-100k, crl-1m (no plugin, crlfile with that many revoked serials).
 
 Per run it records connections/s, connect-to-CONNACK p50/p99, broker start-up
 time (process start until the plain listener answers a CONNECT) and resident
@@ -36,8 +44,10 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 # name -> (kind, size at full scale, size with --tiny)
 CONFIGS = {
     "plain": ("plain", 0, 0),
+    "plain-thread": ("plain-thread", 0, 0),
     "plugin-1m": ("plugin", 1_000_000, 2_000),
     "plugin-10m": ("plugin", 10_000_000, 20_000),
+    "plugin-1m-admin": ("plugin-admin", 1_000_000, 2_000),
     "crl-1k": ("crl", 1_000, 10),
     "crl-100k": ("crl", 100_000, 100),
     "crl-1m": ("crl", 1_000_000, 1_000),
@@ -71,6 +81,7 @@ class Paths:
         self.fill_store = self._tool("bench/devcert_fill_store")
         plugin = os.environ.get("DEVCERT_PLUGIN") or str(self.build / "plugin/mosquitto_devcert.so")
         self.plugin = Path(plugin)
+        self.idle_thread = self.build / "bench/devcert_idle_thread.so"
 
     def _tool(self, rel):
         p = self.build / rel
@@ -112,6 +123,10 @@ def prepare_store(paths, count):
     return store
 
 
+def uses_store(kind):
+    return kind in ("plugin", "plugin-admin")
+
+
 def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=None):
     pki = paths.pki
     lines = [
@@ -131,16 +146,17 @@ def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=No
         f"keyfile {pki / 'server.key'}",
         "require_certificate true",
     ]
-    if kind in ("plain", "crl"):
+    if kind in ("plain", "plain-thread", "crl"):
         lines.append("use_identity_as_username true")
     if kind == "crl":
         lines.append(f"crlfile {crl}")
-    if kind == "plugin":
+    if uses_store(kind):
+        admin = f"{run_dir / 'admin.sock'}" if kind == "plugin-admin" else "off"
         lines += [
             f"plugin {paths.plugin}",
             "plugin_opt_instance_id bench",
             f"plugin_opt_db_path {store}",
-            "plugin_opt_admin_socket off",
+            f"plugin_opt_admin_socket {admin}",
             f"plugin_opt_import_ca {pki / 'ca.crt'}",
         ]
     conf = run_dir / "mosquitto.conf"
@@ -174,6 +190,13 @@ def proc_status(pid):
     return out
 
 
+def thread_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def cpu_seconds(pid):
     """utime + stime of a process, in seconds."""
     try:
@@ -192,12 +215,16 @@ def run_one(paths, name, spec, args, round_no):
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-r{round_no}-", dir=paths.work / "runs"))
     plain_port, tls_port = free_port(), free_port()
     crl = prepare_crl(paths, size) if kind == "crl" else None
-    store = prepare_store(paths, size) if kind == "plugin" else None
+    store = prepare_store(paths, size) if uses_store(kind) else None
     conf = broker_config(run_dir, kind, plain_port, tls_port, paths, crl=crl, store=store)
 
     result = {"config": name, "round": round_no}
     t0 = time.monotonic()
-    broker = subprocess.Popen(pin(0, args.pin) + [MOSQUITTO, "-c", str(conf)],
+    env = dict(os.environ)
+    env.update(args.broker_env)
+    if kind == "plain-thread":
+        env["LD_PRELOAD"] = " ".join(filter(None, [env.get("LD_PRELOAD"), str(paths.idle_thread)]))
+    broker = subprocess.Popen(pin(0, args.pin) + [MOSQUITTO, "-c", str(conf)], env=env,
                               stdout=subprocess.DEVNULL, stderr=open(run_dir / "stderr.log", "wb"))
     try:
         deadline = t0 + args.start_timeout
@@ -209,6 +236,7 @@ def run_one(paths, name, spec, args, round_no):
             time.sleep(0.002)
         result["startup_s"] = time.monotonic() - t0
         result["rss_after_start"] = proc_status(broker.pid).get("VmRSS", 0)
+        result["threads_after_start"] = thread_count(broker.pid)
 
         base = pin(1, args.pin) + [str(paths.loadgen), "--port", str(tls_port), "--certs", str(paths.pki / "devices"),
                                    "--ca", str(paths.pki / "ca.crt"), "--concurrency", str(args.concurrency),
@@ -234,6 +262,7 @@ def run_one(paths, name, spec, args, round_no):
             "p99_ms": load["latency_ms"]["p99"],
         })
         mem = proc_status(broker.pid)
+        result["threads"] = thread_count(broker.pid)
         result["rss"] = mem.get("VmRSS", 0)
         result["rss_anon"] = mem.get("RssAnon", 0)
         result["rss_file"] = mem.get("RssFile", 0)
@@ -295,28 +324,29 @@ def summarize(results, names):
             "startup_s_max": max(r["startup_s"] for r in runs),
             "rss": med(r["rss"] for r in runs),
             "rss_anon": med(r["rss_anon"] for r in runs),
+            "threads": max(r.get("threads", 0) for r in runs),
         })
     return rows
 
 
 def print_table(rows, first):
-    print(f"{'configuration':<12} {'runs':>4} {'conn/s':>8} {'min-max':>15} {'ratio':>6} {'ratio min-max':>13} "
+    print(f"{'configuration':<15} {'runs':>4} {'conn/s':>8} {'min-max':>15} {'ratio':>6} {'ratio min-max':>13} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'cpu ms/c':>8} {'cpu ratio':>9} {'start s':>8} {'RSS MB':>7} "
-          f"{'anon MB':>7}")
+          f"{'anon MB':>7} {'threads':>7}")
     for r in rows:
         if not r["runs"]:
-            print(f"{r['config']:<12} {0:>4}  (every run failed)")
+            print(f"{r['config']:<15} {0:>4}  (every run failed)")
             continue
         ratio = "-" if r["paired_ratio"] is None else f"{r['paired_ratio']:.3f}"
         spread = "-" if r["paired_ratio"] is None else f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f}"
-        print(f"{r['config']:<12} {r['runs']:>4} {r['connections_per_s']:>8.1f} "
+        print(f"{r['config']:<15} {r['runs']:>4} {r['connections_per_s']:>8.1f} "
               f"{r['connections_per_s_min']:>7.1f}-{r['connections_per_s_max']:<7.1f} {ratio:>6} {spread:>13} "
               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['broker_cpu_ms_per_conn']:>8.3f} "
               f"{'-' if r['cpu_ratio'] is None else format(r['cpu_ratio'], '.3f'):>9} "
               f"{r['startup_s']:>8.3f} {fmt_mb(r['rss']):>7} "
-              f"{fmt_mb(r['rss_anon']):>7}")
+              f"{fmt_mb(r['rss_anon']):>7} {r['threads']:>7}")
     print(f"ratio: median over rounds of (configuration / {first}) measured in the same round; "
-          f"cpu ms/c: broker CPU time per connection")
+          f"cpu ms/c: broker CPU time per connection; threads: the broker's threads after the run")
 
 
 def main():
@@ -339,7 +369,18 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, one round: checks that everything runs")
     ap.add_argument("--json-out", help="write every run and the summary to this file")
     ap.add_argument("--keep-runs", action="store_true", help="keep each run's config and logs")
+    ap.add_argument("--broker-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set in every broker's environment (repeatable), e.g. "
+                    "GLIBC_TUNABLES=glibc.malloc.tcache_count=2000")
     args = ap.parse_args()
+
+    broker_env = {}
+    for item in args.broker_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum():
+            sys.exit(f"run_connections: --broker-env wants NAME=VALUE, got '{item}'")
+        broker_env[key] = value
+    args.broker_env = broker_env
 
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -363,19 +404,22 @@ def main():
         work = Path("/var/tmp/devcert-bench")
     (work / "runs").mkdir(parents=True, exist_ok=True)
     paths = Paths(args.build, work)
-    if any(CONFIGS[n][0] == "plugin" for n in names) and not paths.plugin.exists():
+    if any(uses_store(CONFIGS[n][0]) for n in names) and not paths.plugin.exists():
         sys.exit(f"run_connections: plugin {paths.plugin} is missing (build it or set DEVCERT_PLUGIN)")
+    if "plain-thread" in names and not paths.idle_thread.exists():
+        sys.exit(f"run_connections: {paths.idle_thread} is missing: build the bench targets first")
 
     prepare_pki(paths, args.devices)
     specs = {n: (CONFIGS[n][0], CONFIGS[n][2] if args.tiny else CONFIGS[n][1]) for n in names}
     for n, (kind, size) in specs.items():  # everything made before the first timed run
         if kind == "crl":
             prepare_crl(paths, size)
-        elif kind == "plugin":
+        elif uses_store(kind):
             prepare_store(paths, size)
 
     log(f"configurations {', '.join(names)}; {args.rounds} rounds of {args.connections} connections, "
-        f"{args.concurrency} in flight, MQTT {args.mqtt}, pinned: {args.pin}")
+        f"{args.concurrency} in flight, MQTT {args.mqtt}, pinned: {args.pin}"
+        + (f", broker environment {args.broker_env}" if args.broker_env else ""))
     results = []
     failed = False
     for rnd in range(1, args.rounds + 1):
@@ -400,7 +444,7 @@ def main():
         Path(args.json_out).write_text(json.dumps({
             "runs": results, "summary": rows,
             "settings": {k: getattr(args, k) for k in ("rounds", "connections", "warmup", "concurrency", "mqtt",
-                                                        "devices", "pin", "tiny")},
+                                                        "devices", "pin", "tiny", "broker_env")},
             "sizes": {n: s for n, (_, s) in specs.items()},
         }, indent=1) + "\n")
     if temp_work:
