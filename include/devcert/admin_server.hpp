@@ -41,6 +41,8 @@ public:
     /// mode, loads the policy, and starts serving. Errors name the path or
     /// the policy line.
     static Result<std::unique_ptr<AdminServer>> start(const AdminContext& context);
+    /// Api::reload_policy of the Api behind the socket.
+    Result<std::size_t> reload_policy();
     /// Stops serving, joins its threads and unlinks the socket.
     ~AdminServer();
     void stop();

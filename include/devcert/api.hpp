@@ -81,6 +81,15 @@ public:
     /// like any call).
     ApiResponse reject(const Caller& caller, TransportError error) noexcept;
 
+    /// Reads config.admin_policy again and, if it parses, puts it in force
+    /// for the calls that start from then on; calls in flight finish under
+    /// the policy they started with. On an error (the message names the file
+    /// and line) the previous policy stays in force. Returns the number of
+    /// statements. Without a policy file there is nothing to re-read: the
+    /// built-in policy stays and the result is an invalid_argument error.
+    /// Thread-safe.
+    Result<std::size_t> reload_policy();
+
     /// When true, the policy and rate limit are skipped (devcertctl --db:
     /// the file permissions of the store are the policy).
     void set_trust_all(bool trust) noexcept;

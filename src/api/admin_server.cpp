@@ -626,6 +626,8 @@ AdminServer::AdminServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 AdminServer::~AdminServer() { stop(); }
 
+Result<std::size_t> AdminServer::reload_policy() { return impl_->api->reload_policy(); }
+
 void AdminServer::stop() {
     if (impl_->transport) impl_->transport->stop();
 }

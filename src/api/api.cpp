@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <variant>
 
@@ -119,12 +121,29 @@ struct CallRecord {
 
 struct Api::Impl {
     AdminContext context;
-    AccessPolicy policy;
     RateLimiter limiter;
     std::atomic<bool> trust_all{false};
 
     Impl(const AdminContext& c, AccessPolicy p, unsigned rate, SteadyClock clock)
-        : context(c), policy(std::move(p)), limiter(rate, std::move(clock)) {}
+        : context(c), limiter(rate, std::move(clock)), policy_(std::make_shared<const AccessPolicy>(std::move(p))) {}
+
+    /// The policy a call runs under from start to end, even if a reload
+    /// replaces it meanwhile.
+    std::shared_ptr<const AccessPolicy> policy() const {
+        std::lock_guard lock(policy_mutex_);
+        return policy_;
+    }
+    void replace_policy(AccessPolicy fresh) {
+        auto next = std::make_shared<const AccessPolicy>(std::move(fresh));
+        std::lock_guard lock(policy_mutex_);
+        policy_.swap(next);
+    }
+
+private:
+    mutable std::mutex policy_mutex_;
+    std::shared_ptr<const AccessPolicy> policy_;  // guarded by policy_mutex_
+
+public:
 
     void run(const Caller& caller, const ApiRequest& request, CallRecord& call);
     ApiResponse finish(const Caller& caller, CallRecord& call) noexcept;
@@ -141,6 +160,7 @@ void Api::Impl::run(const Caller& caller, const ApiRequest& request, CallRecord&
     const Operation* op = action != nullptr ? find_operation(*action) : nullptr;
     if (op != nullptr) call.operation = op->name;
     const bool trusted = trust_all.load(std::memory_order_relaxed);
+    const auto policy = this->policy();
 
     auto fail = [&call](ApiError e, std::string detail = {}) {
         call.error = e;
@@ -158,7 +178,7 @@ void Api::Impl::run(const Caller& caller, const ApiRequest& request, CallRecord&
         if (plain_word(*action)) call.params = fmt::format("action={}", *action);
         return fail(ApiError::action_not_found, "Action: not an operation");
     }
-    if (!trusted && policy.check_permission(caller, op->permission) != PolicyDecision::allow) {
+    if (!trusted && policy->check_permission(caller, op->permission) != PolicyDecision::allow) {
         return fail(ApiError::permission_denied, fmt::format("{} lacks {}", caller.describe(), op->permission));
     }
     auto validated = validate_request(*op, request);
@@ -169,7 +189,7 @@ void Api::Impl::run(const Caller& caller, const ApiRequest& request, CallRecord&
     if (params.text("MqttInstanceId") != context.config->instance_id) {
         return fail(ApiError::instance_not_found, "MqttInstanceId: not this broker's instance");
     }
-    if (!trusted && policy.check(caller, op->permission, context.config->instance_id) != PolicyDecision::allow) {
+    if (!trusted && policy->check(caller, op->permission, context.config->instance_id) != PolicyDecision::allow) {
         return fail(ApiError::instance_permission_denied,
                     fmt::format("{} lacks {} on instance {}", caller.describe(), op->permission, context.config->instance_id));
     }
@@ -234,6 +254,16 @@ Result<std::unique_ptr<Api>> Api::create(const AdminContext& context, ApiOptions
 
 Api::Api(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Api::~Api() = default;
+
+Result<std::size_t> Api::reload_policy() {
+    const std::string& path = impl_->context.config->admin_policy;
+    if (path.empty()) return make_error(Errc::invalid_argument, "no admin policy file: the built-in policy stays");
+    auto fresh = AccessPolicy::load(path);
+    if (!fresh) return fresh.error();
+    const std::size_t statements = fresh->statement_count();
+    impl_->replace_policy(std::move(fresh).value());
+    return statements;
+}
 
 void Api::set_trust_all(bool trust) noexcept { impl_->trust_all.store(trust, std::memory_order_relaxed); }
 
