@@ -237,3 +237,51 @@ def test_a_missing_policy_file_stops_start_up_naming_it(make_broker, tmp_path):
     broker.start(expect_ready=False)
     assert broker.wait_exit(15) != 0
     assert "absent.json" in broker.log() and "running" not in broker.log(), broker.log()
+
+
+# ------------------------------------------------------ reload (SIGHUP)
+
+def test_sighup_re_reads_the_policy_file_and_a_broken_one_leaves_the_policy_in_force(tmp_path_factory, pki):
+    path = tmp_path_factory.mktemp("reload-policy") / "policy.json"
+    root_only = {"Statement": [{"Effect": "Allow", "Principal": {"user": "root"}, "Action": "mq:*",
+                                "Resource": "*"}]}
+    path.write_text(json.dumps(root_only))
+    broker = module_broker(tmp_path_factory, pki, "reloadpolicy", options={"admin_policy": str(path)})
+    try:
+        refused(broker, "GetStats", "PermissionCheckFailed", NOBODY)
+
+        # An edit changes nothing until the reload.
+        widened = {"Statement": root_only["Statement"] + [
+            {"Effect": "Allow", "Principal": {"uid": [NOBODY]}, "Action": "mq:GetStats", "Resource": "local"}]}
+        path.write_text(json.dumps(widened))
+        refused(broker, "GetStats", "PermissionCheckFailed", NOBODY)
+        broker.reload()
+        assert broker.wait_for_log(f"devcert: reload: admin policy '{path}' re-read: 2 statement(s)"), broker.log()
+        assert call(broker, "GetStats", uid=NOBODY).status == 200
+        refused(broker, "GetRegisterCode", "PermissionCheckFailed", NOBODY)
+
+        # A file that no longer parses: one error line, the policy read last stays.
+        path.write_text('{\n  "Statement": [\n    {"Effect": "Allow",,}\n  ]\n}\n')
+        broker.reload()
+        assert broker.wait_for_log("the previous admin policy stays in force"), broker.log()
+        line = next(ln for ln in broker.log().splitlines() if "the previous admin policy stays in force" in ln)
+        assert re.search(rf"devcert: reload: admin policy '{re.escape(str(path))}' line 3: .*; "
+                         r"the previous admin policy stays in force$", line), line
+        assert call(broker, "GetStats", uid=NOBODY).status == 200
+        assert ok(broker, "GetRegisterCode")["RegisterCode"]
+
+        # A removed file: the same, naming the file.
+        path.unlink()
+        broker.reload()
+        wait_until(lambda: broker.count_in_log("the previous admin policy stays in force") == 2,
+                   what="second reload error")
+        assert call(broker, "GetStats", uid=NOBODY).status == 200
+
+        # Fixed again: back in force at the next reload.
+        path.write_text(json.dumps(root_only))
+        broker.reload()
+        wait_until(lambda: broker.count_in_log(f"admin policy '{path}' re-read: 1 statement(s)") == 1,
+                   what="reload of the fixed file")
+        refused(broker, "GetStats", "PermissionCheckFailed", NOBODY)
+    finally:
+        broker.stop()
