@@ -5,8 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "devcert/api.hpp"
 #include "devcert/config.hpp"
@@ -89,15 +92,30 @@ Reply call_store(const std::string& db_dir, const std::string& action, const Par
 
     PluginConfig config;
     config.db_path = db_dir;
+    // What the broker recorded at its last start: its instance id and CA
+    // limit (a store no broker has opened keeps the defaults).
     std::optional<std::string> instance;
+    std::optional<std::string> max_ca;
     const Outcome read = (*store)->read([&](ReadView& view) -> Outcome {
         auto value = view.meta("instance_id");
         if (!value) return value.error();
         instance = std::move(*value);
+        auto limit = view.meta("max_ca");
+        if (!limit) return limit.error();
+        max_ca = std::move(*limit);
         return Ok{};
     });
     if (!read) throw Unreachable{fmt::format("cannot read status store '{}': {}", db_dir, read.error().message)};
     if (instance && !instance->empty()) config.instance_id = *instance;
+    if (max_ca) {
+        unsigned limit = 0;
+        const char* end = max_ca->data() + max_ca->size();
+        auto [ptr, ec] = std::from_chars(max_ca->data(), end, limit);
+        if (ec != std::errc{} || ptr != end || limit == 0) {
+            throw Unreachable{fmt::format("status store '{}' records an unreadable max_ca '{}'", db_dir, *max_ca)};
+        }
+        config.max_ca = limit;
+    }
 
     Counters counters;
     OnlineRegistry online;

@@ -168,9 +168,15 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
     state->store = std::move(*opened);
     Store& store = *state->store;
 
-    if (auto ok = store.write([&](WriteView& w) { return w.set_meta("instance_id", c.instance_id); }); !ok) {
-        return make_error(ok.error().code, fmt::format("cannot record the instance id in '{}': {}", store.path(),
-                                                       ok.error().message));
+    // Recorded so that devcertctl --db, working on the store without the
+    // broker, answers for the same instance and applies the same CA limit.
+    auto recorded = store.write([&](WriteView& w) -> Outcome {
+        if (auto ok = w.set_meta("instance_id", c.instance_id); !ok) return ok;
+        return w.set_meta("max_ca", std::to_string(c.max_ca));
+    });
+    if (!recorded) {
+        return make_error(recorded.error().code, fmt::format("cannot record the instance id and CA limit in '{}': {}", store.path(),
+                                                             recorded.error().message));
     }
     for (const auto& path : c.import_ca) {
         if (auto ok = import_ca_file(store, path, c.max_ca); !ok) return ok.error();

@@ -6,6 +6,7 @@ deleted, with what the devices see and what the change log records at each
 step. Also every registration error, paging over 250 devices, and each
 operation's own errors through devcertctl and curl."""
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -91,6 +92,13 @@ def test_registering_a_ca_checks_its_content_the_code_the_signer_uniqueness_and_
     code = ok(b, "GetRegisterCode")["RegisterCode"]
     ctl_error(b, "RegisterCaCertificate", "CaNumExceed", MqttInstanceId="local", CaName="Fleet Three",
               CaContent=f"@{third.cert}", VerificationContent=f"@{minter.verification(third, code, serial='78')}")
+    # devcertctl --db works on the store without the broker, and applies the
+    # limit the broker recorded there.
+    direct = b.ctl("RegisterCaCertificate", MqttInstanceId="local", CaName="Fleet Three", CaContent=f"@{third.cert}",
+                   VerificationContent=f"@{minter.verification(third, code, serial='7a')}")
+    assert direct.returncode == 1, direct
+    assert (json.loads(direct.stdout)["Code"], json.loads(direct.stdout)["Detail"]) == \
+        ("CaNumExceed", "plugin_opt_max_ca is 2"), direct.stdout
     listed = ok(b, "ListCaCertificate", PageNo=1, PageSize=10)["Data"]
     assert [c["Sn"] for c in listed["CaCertificateVOS"]] == ["0e11", "0e12"] and listed["Total"] == 2
     assert change_story(b) == [("RegisterCaCertificate", "0e11", "", "", "1"),
