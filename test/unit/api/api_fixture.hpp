@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <initializer_list>
@@ -46,6 +47,14 @@ private:
 
 using Params = std::vector<std::pair<std::string, std::string>>;
 
+/// Writes `text` to `path`, replacing what was there (policy files).
+inline void write_file(const std::string& path, const std::string& text) {
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    REQUIRE(file != nullptr);
+    REQUIRE(std::fwrite(text.data(), 1, text.size(), file) == text.size());
+    REQUIRE(std::fclose(file) == 0);
+}
+
 inline Caller root_caller() {
     Caller c;
     c.uid = 0;
@@ -80,10 +89,7 @@ public:
         config.max_ca = 5;
         if (!policy_text.empty()) {
             config.admin_policy = (dir.path() / "policy.json").string();
-            std::FILE* f = std::fopen(config.admin_policy.c_str(), "w");
-            REQUIRE(f != nullptr);
-            std::fwrite(policy_text.data(), 1, policy_text.size(), f);
-            std::fclose(f);
+            write_file(config.admin_policy, policy_text);
         }
         StoreOptions options;
         options.path = (dir.path() / "store").string();

@@ -80,10 +80,7 @@ TEST_CASE("without a policy file root and the process's own uid may call, others
 TEST_CASE("a policy file that does not parse stops Api::create naming the file and line", "[api][access]") {
     TempDir dir;
     const auto path = (dir.path() / "policy.json").string();
-    std::FILE* file = std::fopen(path.c_str(), "w");
-    REQUIRE(file != nullptr);
-    std::fputs("{\n  \"Statement\": [\n    {\"Effect\": \"Allow\"\n    \"Action\": \"mq:*\"}\n  ]\n}\n", file);
-    std::fclose(file);
+    write_file(path, "{\n  \"Statement\": [\n    {\"Effect\": \"Allow\"\n    \"Action\": \"mq:*\"}\n  ]\n}\n");
     PluginConfig config;
     config.admin_policy = path;
     StoreOptions options;
@@ -272,13 +269,6 @@ TEST_CASE("every operation refuses another instance and a missing instance id", 
 
 namespace {
 
-void rewrite(const std::string& path, const std::string& text) {
-    std::FILE* file = std::fopen(path.c_str(), "w");
-    REQUIRE(file != nullptr);
-    std::fwrite(text.data(), 1, text.size(), file);
-    std::fclose(file);
-}
-
 constexpr const char* kViewerOnly = R"({"Statement": [
   {"Effect": "Allow", "Principal": {"user": ["viewer"]}, "Action": "mq:*", "Resource": "local"}
 ]})";
@@ -291,7 +281,7 @@ TEST_CASE("reload_policy puts an edited policy file in force for the next call",
     REQUIRE(f.call(inactivate(), viewer).code() == "PermissionCheckFailed");
     REQUIRE(f.call(stats, ops).status == 200);
 
-    rewrite(f.config.admin_policy, kViewerOnly);
+    write_file(f.config.admin_policy, kViewerOnly);
     // Nothing changes until the file is re-read.
     CHECK(f.call(stats, ops).status == 200);
     auto reloaded = f.api->reload_policy();
@@ -306,13 +296,13 @@ TEST_CASE("a policy file that no longer parses leaves the previous policy in for
     const Params stats{{"Action", "GetStats"}, {"MqttInstanceId", "local"}};
 
     SECTION("syntax error") {
-        rewrite(f.config.admin_policy, "{\n  \"Statement\": [\n    oops\n");
+        write_file(f.config.admin_policy, "{\n  \"Statement\": [\n    oops\n");
         auto reloaded = f.api->reload_policy();
         REQUIRE_FALSE(reloaded.ok());
         CHECK_THAT(reloaded.error().message, Catch::Contains(f.config.admin_policy) && Catch::Contains("line 3"));
     }
     SECTION("bad statement") {
-        rewrite(f.config.admin_policy,
+        write_file(f.config.admin_policy,
                 R"({"Statement": [{"Effect": "Permit", "Principal": "*", "Action": "mq:*", "Resource": "*"}]})");
         auto reloaded = f.api->reload_policy();
         REQUIRE_FALSE(reloaded.ok());
@@ -354,7 +344,7 @@ TEST_CASE("calls on other threads see either the old or the new policy while it 
         });
     }
     for (int i = 0; i < 50; ++i) {
-        rewrite(f.config.admin_policy, i % 2 == 0 ? kViewerOnly : kPolicy);
+        write_file(f.config.admin_policy, i % 2 == 0 ? kViewerOnly : kPolicy);
         REQUIRE(f.api->reload_policy().ok());
     }
     done.store(true);
