@@ -12,36 +12,6 @@ namespace devcert::bench {
 
 namespace {
 
-DeviceRecord device_from(const CertificateInfo& info, const std::string& ca_sn, std::int64_t now) {
-    DeviceRecord rec;
-    rec.ca_sn = ca_sn;
-    rec.device_sn = info.serial;
-    rec.device_name = info.common_name;
-    rec.content_pem = info.pem;
-    rec.status = CertStatus::active;
-    rec.valid_begin_ms = info.not_before_ms;
-    rec.valid_end_ms = info.not_after_ms;
-    rec.created_ms = rec.updated_ms = rec.status_changed_ms = now;
-    rec.registered_by = RegisteredBy::import;
-    rec.fingerprint = info.fingerprint;
-    return rec;
-}
-
-CaRecord ca_from(const CertificateInfo& info, std::int64_t now) {
-    CaRecord rec;
-    rec.sn = info.serial;
-    rec.name = info.common_name;
-    rec.content_pem = info.pem;
-    rec.status = CertStatus::active;
-    rec.valid_begin_ms = info.not_before_ms;
-    rec.valid_end_ms = info.not_after_ms;
-    rec.created_ms = rec.updated_ms = rec.status_changed_ms = now;
-    rec.registered_by = RegisteredBy::import;
-    rec.subject_key_id = info.subject_key_id;
-    rec.fingerprint = info.fingerprint;
-    return rec;
-}
-
 constexpr const char* kCaller = "devcert_fill_store";
 constexpr const char* kAction = "BenchFill";
 
@@ -94,14 +64,14 @@ Result<FillResult> fill_store(Store& store, const CertificateInfo& ca, const std
         auto existing = w.get_ca(ca.serial);
         if (!existing) return existing.error();
         if (!*existing)
-            if (auto ok = w.insert_ca(ca_from(ca, now), "ImportCa", kCaller); !ok) return ok;
+            if (auto ok = w.insert_ca(new_ca_record(ca, ca.common_name, RegisteredBy::import, now), "ImportCa", kCaller); !ok) return ok;
         for (const auto& d : devices)
-            if (auto ok = w.insert_device(device_from(d, ca.serial, now), kAction, kCaller); !ok) return ok;
+            if (auto ok = w.insert_device(new_device_record(d, ca.serial, CertStatus::active, RegisteredBy::import, now), kAction, kCaller); !ok) return ok;
         return Ok{};
     });
     if (!prep) return prep.error();
 
-    DeviceRecord rec = devices.empty() ? DeviceRecord{} : device_from(devices.front(), ca.serial, now);
+    DeviceRecord rec = devices.empty() ? DeviceRecord{} : new_device_record(devices.front(), ca.serial, CertStatus::active, RegisteredBy::import, now);
     rec.ca_sn = ca.serial;
     rec.registered_by = RegisteredBy::import;
     if (plan.small_records) rec.content_pem.clear();

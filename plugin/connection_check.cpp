@@ -182,17 +182,10 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
             info.error().message);
         return;
     }
-    DeviceRecord rec;
-    rec.ca_sn.assign(ca_of(v));
-    rec.device_sn.assign(device_of(v));
-    rec.device_name = info->common_name;
-    rec.content_pem = std::move(info->pem);
-    rec.status = v.kind == Verdict::Kind::register_then_accept ? CertStatus::active : CertStatus::inactive;
-    rec.valid_begin_ms = info->not_before_ms;
-    rec.valid_end_ms = info->not_after_ms;
-    rec.created_ms = rec.updated_ms = rec.status_changed_ms = now_ms();
-    rec.registered_by = RegisteredBy::connection;
-    rec.fingerprint = info->fingerprint;
+    DeviceRecord rec = new_device_record(
+        *info, std::string(ca_of(v)),
+        v.kind == Verdict::Kind::register_then_accept ? CertStatus::active : CertStatus::inactive,
+        RegisteredBy::connection, now_ms());
 
     const char* status = status_name(rec.status);
     auto inserted = std::make_shared<bool>(false);

@@ -77,19 +77,8 @@ Outcome import_ca_file(Store& store, const std::string& path, unsigned max_ca) {
                 return make_error(Errc::limit_exceeded,
                                   fmt::format("CA {} would exceed plugin_opt_max_ca ({})", info->serial, max_ca));
             }
-            const auto now = now_ms();
-            CaRecord rec;
-            rec.sn = info->serial;
-            rec.name = info->common_name;
-            rec.content_pem = info->pem;
-            rec.status = CertStatus::active;
-            rec.valid_begin_ms = info->not_before_ms;
-            rec.valid_end_ms = info->not_after_ms;
-            rec.created_ms = rec.updated_ms = rec.status_changed_ms = now;
-            rec.registered_by = RegisteredBy::import;
-            rec.subject_key_id = info->subject_key_id;
-            rec.fingerprint = info->fingerprint;
-            return w.insert_ca(rec, "ImportCaCertificate", kImportCaller);
+            return w.insert_ca(new_ca_record(*info, info->common_name, RegisteredBy::import, now_ms()),
+                               "ImportCaCertificate", kImportCaller);
         });
         if (!written) {
             return make_error(written.error().code,

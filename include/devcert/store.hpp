@@ -79,6 +79,16 @@ struct DeviceRecord {
     Sha256 fingerprint{};
 };
 
+/// A new CA record for a certificate validate_ca_certificate accepted:
+/// serial, content, validity, key id and fingerprint from `info`, active,
+/// every time stamp `now_ms`. Verification and registration code, when
+/// there are any, are the caller's to fill in.
+CaRecord new_ca_record(const CertificateInfo& info, std::string name, RegisteredBy by, std::int64_t now_ms);
+/// A new device record for `info` under `ca_sn`: serial, subject CN,
+/// content, validity and fingerprint from `info`, every time stamp `now_ms`.
+DeviceRecord new_device_record(const CertificateInfo& info, std::string ca_sn, CertStatus status, RegisteredBy by,
+                               std::int64_t now_ms);
+
 /// One entry of the change log. Written in the same transaction as the change.
 struct ChangeEntry {
     std::uint64_t seq = 0;             ///< strictly increasing, from 1

@@ -99,20 +99,9 @@ void register_ca_certificate(OperationCall& call) {
     const auto next_code = fresh_register_code();
     if (!next_code) return call.fail(ApiError::internal_error, "no random bytes for a register code");
 
-    const std::int64_t now = now_ms();
-    CaRecord record;
-    record.sn = ca->serial;
-    record.name = call.params.text("CaName");
-    record.content_pem = ca->pem;
+    CaRecord record = new_ca_record(*ca, call.params.text("CaName"), RegisteredBy::api, now_ms());
     record.verification_pem = verification->pem;
     record.registration_code = code;
-    record.status = CertStatus::active;
-    record.valid_begin_ms = ca->not_before_ms;
-    record.valid_end_ms = ca->not_after_ms;
-    record.created_ms = record.updated_ms = record.status_changed_ms = now;
-    record.registered_by = RegisteredBy::api;
-    record.subject_key_id = ca->subject_key_id;
-    record.fingerprint = ca->fingerprint;
 
     const unsigned max_ca = call.context.config->max_ca;
     std::optional<ApiError> refusal;

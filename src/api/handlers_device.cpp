@@ -174,19 +174,10 @@ void register_device_certificate(OperationCall& call) {
     const std::string* issuer = index->find_issuer(cert->get());
     if (issuer == nullptr) return call.fail(ApiError::ca_not_found, "DeviceContent: no registered CA issued it");
 
-    const std::int64_t now = now_ms();
-    DeviceRecord record;
-    record.ca_sn = *issuer;
-    record.device_sn = info->serial;
-    record.device_name = info->common_name;
-    record.content_pem = info->pem;
     const auto* status = call.params.find("Status");
-    record.status = (status != nullptr && *status == "0") ? CertStatus::inactive : CertStatus::active;
-    record.valid_begin_ms = info->not_before_ms;
-    record.valid_end_ms = info->not_after_ms;
-    record.created_ms = record.updated_ms = record.status_changed_ms = now;
-    record.registered_by = RegisteredBy::api;
-    record.fingerprint = info->fingerprint;
+    const DeviceRecord record =
+        new_device_record(*info, *issuer, (status != nullptr && *status == "0") ? CertStatus::inactive : CertStatus::active,
+                          RegisteredBy::api, now_ms());
 
     std::optional<ApiError> refusal;
     const auto outcome = commit(call, [&](WriteView& view) -> Outcome {

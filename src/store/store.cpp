@@ -366,6 +366,37 @@ std::int64_t now_ms() noexcept {
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+CaRecord new_ca_record(const CertificateInfo& info, std::string name, RegisteredBy by, std::int64_t now_ms) {
+    CaRecord rec;
+    rec.sn = info.serial;
+    rec.name = std::move(name);
+    rec.content_pem = info.pem;
+    rec.status = CertStatus::active;
+    rec.valid_begin_ms = info.not_before_ms;
+    rec.valid_end_ms = info.not_after_ms;
+    rec.created_ms = rec.updated_ms = rec.status_changed_ms = now_ms;
+    rec.registered_by = by;
+    rec.subject_key_id = info.subject_key_id;
+    rec.fingerprint = info.fingerprint;
+    return rec;
+}
+
+DeviceRecord new_device_record(const CertificateInfo& info, std::string ca_sn, CertStatus status, RegisteredBy by,
+                               std::int64_t now_ms) {
+    DeviceRecord rec;
+    rec.ca_sn = std::move(ca_sn);
+    rec.device_sn = info.serial;
+    rec.device_name = info.common_name;
+    rec.content_pem = info.pem;
+    rec.status = status;
+    rec.valid_begin_ms = info.not_before_ms;
+    rec.valid_end_ms = info.not_after_ms;
+    rec.created_ms = rec.updated_ms = rec.status_changed_ms = now_ms;
+    rec.registered_by = by;
+    rec.fingerprint = info.fingerprint;
+    return rec;
+}
+
 const char* status_string(CertStatus s) noexcept {
     switch (s) {
         case CertStatus::inactive: return "0";

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "pki.hpp"
 #include "store_fixture.hpp"
 
 using namespace devcert;
@@ -336,4 +337,42 @@ TEST_CASE("status names speak the API's and the logs' words", "[store]") {
     CHECK(std::string(status_name(CertStatus::revoked)) == "revoked");
     CHECK(std::string(registered_by_string(RegisteredBy::import)) == "import");
     CHECK(now_ms() > 1'700'000'000'000);
+}
+
+TEST_CASE("new records take serial, content, validity and fingerprint from the certificate", "[store][records]") {
+    auto root = test::make_root({.serial_hex = "0a77", .common_name = "Records Root"});
+    auto leaf = test::issue({.serial_hex = "0d77", .common_name = "sensor-77", .not_before_s = 1'700'000'000,
+                             .not_after_s = 1'800'000'000},
+                            root);
+    auto ca_info = validate_ca_certificate(root.cert.get());
+    auto dev_info = describe_certificate(leaf.cert.get());
+    REQUIRE(ca_info.ok());
+    REQUIRE(dev_info.ok());
+
+    const CaRecord ca = new_ca_record(*ca_info, "Fleet", RegisteredBy::api, 1234);
+    CHECK(ca.sn == "0a77");
+    CHECK(ca.name == "Fleet");
+    CHECK(ca.content_pem == ca_info->pem);
+    CHECK(ca.verification_pem.empty());
+    CHECK(ca.registration_code.empty());
+    CHECK(ca.status == CertStatus::active);
+    CHECK(ca.valid_begin_ms == ca_info->not_before_ms);
+    CHECK(ca.valid_end_ms == ca_info->not_after_ms);
+    CHECK((ca.created_ms == 1234 && ca.updated_ms == 1234 && ca.status_changed_ms == 1234));
+    CHECK(ca.registered_by == RegisteredBy::api);
+    CHECK(ca.subject_key_id == ca_info->subject_key_id);
+    CHECK(ca.fingerprint == ca_info->fingerprint);
+    CHECK(ca.device_count == 0);
+
+    const DeviceRecord dev = new_device_record(*dev_info, "0a77", CertStatus::inactive, RegisteredBy::connection, 99);
+    CHECK(dev.ca_sn == "0a77");
+    CHECK(dev.device_sn == "0d77");
+    CHECK(dev.device_name == "sensor-77");
+    CHECK(dev.content_pem == dev_info->pem);
+    CHECK(dev.status == CertStatus::inactive);
+    CHECK(dev.valid_begin_ms == 1'700'000'000'000);
+    CHECK(dev.valid_end_ms == 1'800'000'000'000);
+    CHECK((dev.created_ms == 99 && dev.updated_ms == 99 && dev.status_changed_ms == 99));
+    CHECK(dev.registered_by == RegisteredBy::connection);
+    CHECK(dev.fingerprint == dev_info->fingerprint);
 }
