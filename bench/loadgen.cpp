@@ -93,13 +93,10 @@ double parse_seconds(std::string_view flag, const char* text) {
 
 Options parse_options(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> const char* {
-            if (i + 1 >= argc) die(std::string(a) + " needs a value");
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
+    for (bench_args::Args args(argc, argv); args.next();) {
+        const std::string_view a = args.flag();
+        auto value = [&args] { return args.value(); };
+        if (args.help()) {
             usage();
             std::exit(0);
         } else if (a == "--host") {

@@ -14,7 +14,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +23,7 @@
 #include <string_view>
 
 #include "devcert/handles.hpp"
+#include "tool_args.hpp"
 
 namespace {
 
@@ -67,13 +67,10 @@ int main(int argc, char** argv) {
     std::string out_path;
     long long count = -1;
     long long days = 3650;
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> const char* {
-            if (i + 1 >= argc) die(std::string(a) + " needs a value");
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
+    for (bench_args::Args args(argc, argv); args.next();) {
+        const std::string_view a = args.flag();
+        auto value = [&args] { return args.value(); };
+        if (args.help()) {
             usage();
             return 0;
         } else if (a == "--ca") {
@@ -83,14 +80,9 @@ int main(int argc, char** argv) {
         } else if (a == "--out") {
             out_path = value();
         } else if (a == "--count" || a == "--days") {
-            const char* text = value();
-            char* end = nullptr;
-            errno = 0;
-            const long long v = std::strtoll(text, &end, 10);
-            const long long max = a == "--count" ? 100'000'000 : 36500;
-            if (errno != 0 || end == text || *end != '\0' || v < (a == "--count" ? 0 : 1) || v > max)
-                die(std::string(a) + ": expected a whole number up to " + std::to_string(max) + ", got '" + text + "'");
-            (a == "--count" ? count : days) = v;
+            const bool is_count = a == "--count";
+            (is_count ? count : days) =
+                static_cast<long long>(bench_args::parse_number(a, value(), is_count ? 0 : 1, is_count ? 100'000'000 : 36500));
         } else {
             die("unknown argument '" + std::string(a) + "' (see --help)");
         }

@@ -15,6 +15,25 @@ trap 'rm -rf "$work"' EXIT
 
 step() { echo "== bench (tiny): $*"; }
 
+step "bad arguments: exit 2 with one line naming the flag"
+expect_usage_error() {  # FRAGMENT COMMAND...
+  local fragment=$1 out rc=0
+  shift
+  out=$("$@" 2>&1 >/dev/null) || rc=$?
+  if [[ $rc -ne 2 || $out != *"$fragment"* || $(wc -l <<<"$out") -ne 1 ]]; then
+    echo "expected exit 2 and one line with '$fragment' from: $*" >&2
+    echo "got exit $rc: $out" >&2
+    exit 1
+  fi
+}
+expect_usage_error "--count needs a value" "$build/bench/devcert_make_crl" --count
+expect_usage_error "--days: expected a whole number from 1 to 36500, got '0'" "$build/bench/devcert_make_crl" --days 0
+expect_usage_error "--ca, --key, --count and --out are all required" "$build/bench/devcert_make_crl" --count 5
+expect_usage_error "unknown argument '--bogus'" "$build/bench/devcert_fill_store" --bogus
+expect_usage_error "--count: expected a whole number" "$build/bench/devcert_fill_store" --count -1
+expect_usage_error "--port: expected a whole number from 1 to 65535, got '70000'" "$build/bench/devcert_loadgen" --port 70000
+expect_usage_error "--certs needs a value" "$build/bench/devcert_loadgen" --port 1 --certs
+
 step "PKI"
 "$here/pki.sh" "$work/pki" 4 >/dev/null
 

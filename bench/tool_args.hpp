@@ -29,4 +29,32 @@ inline std::uint64_t parse_number(std::string_view flag, const char* text, std::
     return v;
 }
 
+/// Walks a command line flag by flag:
+///     for (Args args(argc, argv); args.next();) {
+///         if (args.help()) ... else if (args.flag() == "--db") db = args.value(); ...
+class Args {
+public:
+    Args(int argc, char** argv) noexcept : argc_(argc), argv_(argv) {}
+
+    /// Moves to the next flag; false after the last.
+    bool next() noexcept {
+        if (++i_ >= argc_) return false;
+        flag_ = argv_[i_];
+        return true;
+    }
+    std::string_view flag() const noexcept { return flag_; }
+    bool help() const noexcept { return flag_ == "-h" || flag_ == "--help"; }
+    /// The value after the current flag, or die: "--db needs a value".
+    const char* value() {
+        if (i_ + 1 >= argc_) die(std::string(flag_) + " needs a value");
+        return argv_[++i_];
+    }
+
+private:
+    int argc_;
+    char** argv_;
+    int i_ = 0;
+    std::string_view flag_;
+};
+
 }  // namespace bench_args
