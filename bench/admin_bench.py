@@ -32,21 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, stop_broker, write_config
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-MOSQUITTO = "/usr/sbin/mosquitto"
 INSTANCE = "bench"
 KICK_DEVICE = "dev-0001"
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values, p):
@@ -155,21 +146,7 @@ class Broker:
         self.plain_port, self.tls_port = free_port(), free_port()
         self.sock_dir = Path(tempfile.mkdtemp(prefix="dcb-", dir="/tmp"))  # short: sun_path holds 107 bytes
         self.admin_socket = str(self.sock_dir / "admin.sock")
-        lines = [
-            "user root" if os.geteuid() == 0 else "",
-            "per_listener_settings false",
-            "allow_anonymous false",
-            "set_tcp_nodelay true",
-            "persistence false",
-            f"log_dest file {work / 'broker.log'}",
-            "log_type error", "log_type warning",
-            "connection_messages false",
-            f"listener {self.plain_port} 127.0.0.1",
-            f"listener {self.tls_port} 127.0.0.1",
-            f"cafile {pki / 'ca.crt'}",
-            f"certfile {pki / 'server.crt'}",
-            f"keyfile {pki / 'server.key'}",
-            "require_certificate true",
+        lines = listener_lines(work / "broker.log", self.plain_port, self.tls_port, pki) + [
             f"plugin {args.plugin}",
             f"plugin_opt_instance_id {INSTANCE}",
             f"plugin_opt_db_path {store}",
@@ -177,8 +154,7 @@ class Broker:
             "plugin_opt_admin_rate_limit 1000000",
             f"plugin_opt_import_ca {pki / 'ca.crt'}",
         ]
-        conf = work / "mosquitto.conf"
-        conf.write_text("\n".join(line for line in lines if line) + "\n")
+        conf = write_config(work / "mosquitto.conf", lines)
         pin = ["taskset", "-c", "0"] if args.pin else []
         self.proc = subprocess.Popen(pin + [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=open(work / "stderr.log", "wb"))
@@ -198,14 +174,9 @@ class Broker:
             return False
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        status = stop_broker(self.proc)
         shutil.rmtree(self.sock_dir, ignore_errors=True)
-        return self.proc.returncode
+        return status
 
 
 # ------------------------------------------------------------------ inactivation throughput
@@ -386,7 +357,7 @@ def main():
     for p in (args.loadgen, args.fill_store, args.devcertctl, args.plugin):
         if not p.exists():
             sys.exit(f"admin_bench: {p} is missing: build it first")
-    if args.pin and (len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset")):
+    if args.pin and (cpus_available() < 2 or not shutil.which("taskset")):
         args.pin = False
 
     temp = None

@@ -37,9 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, stop_broker, write_config
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-MOSQUITTO = "/usr/sbin/mosquitto"
 
 # name -> (kind, size at full scale, size with --tiny)
 CONFIGS = {
@@ -52,23 +53,6 @@ CONFIGS = {
     "crl-100k": ("crl", 100_000, 100),
     "crl-1m": ("crl", 1_000_000, 1_000),
 }
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpus_available():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class Paths:
@@ -129,23 +113,7 @@ def uses_store(kind):
 
 def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=None):
     pki = paths.pki
-    lines = [
-        "user root" if os.geteuid() == 0 else "",
-        "per_listener_settings false",
-        "allow_anonymous false",
-        "set_tcp_nodelay true",
-        "persistence false",
-        f"log_dest file {run_dir / 'broker.log'}",
-        "log_type error",
-        "log_type warning",
-        "connection_messages false",
-        f"listener {plain_port} 127.0.0.1",
-        f"listener {tls_port} 127.0.0.1",
-        f"cafile {pki / 'ca.crt'}",
-        f"certfile {pki / 'server.crt'}",
-        f"keyfile {pki / 'server.key'}",
-        "require_certificate true",
-    ]
+    lines = listener_lines(run_dir / "broker.log", plain_port, tls_port, pki)
     if kind in ("plain", "plain-thread", "crl"):
         lines.append("use_identity_as_username true")
     if kind == "crl":
@@ -159,9 +127,7 @@ def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=No
             f"plugin_opt_admin_socket {admin}",
             f"plugin_opt_import_ca {pki / 'ca.crt'}",
         ]
-    conf = run_dir / "mosquitto.conf"
-    conf.write_text("\n".join(line for line in lines if line) + "\n")
-    return conf
+    return write_config(run_dir / "mosquitto.conf", lines)
 
 
 CONNECT_PROBE = bytes([0x10, 0x0E, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x02]) + b"pr"
@@ -269,12 +235,7 @@ def run_one(paths, name, spec, args, round_no):
         if load["accepted"] != load["connections"]:
             result["error"] = f"only {load['accepted']} of {load['connections']} connections accepted"
     finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
+        stop_broker(broker)
     if broker.returncode not in (0, -signal.SIGTERM):
         result["error"] = f"broker exited with status {broker.returncode}, see {run_dir}"
     if "error" not in result and not args.keep_runs:

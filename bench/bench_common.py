@@ -1,0 +1,66 @@
+"""What the bench scripts share: logging, ports, CPUs, the TLS device
+listener every broker configuration starts from, and stopping a broker."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpus_available():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def listener_lines(log_file, plain_port, tls_port, pki):
+    """mosquitto.conf lines: a plain listener (to probe readiness) and the
+    TLS device listener with client certificates required, logging errors
+    and warnings only. Configurations add their own lines after these."""
+    return [
+        "user root" if os.geteuid() == 0 else "",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        "set_tcp_nodelay true",
+        "persistence false",
+        f"log_dest file {log_file}",
+        "log_type error",
+        "log_type warning",
+        "connection_messages false",
+        f"listener {plain_port} 127.0.0.1",
+        f"listener {tls_port} 127.0.0.1",
+        f"cafile {pki / 'ca.crt'}",
+        f"certfile {pki / 'server.crt'}",
+        f"keyfile {pki / 'server.key'}",
+        "require_certificate true",
+    ]
+
+
+def write_config(path, lines):
+    path.write_text("\n".join(line for line in lines if line) + "\n")
+    return path
+
+
+def stop_broker(proc, timeout=30):
+    """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit status."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.returncode
