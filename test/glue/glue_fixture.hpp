@@ -19,6 +19,7 @@
 #include "mosquitto_stub.hpp"
 #include "pki.hpp"
 #include "plugin_state.hpp"
+#include "temp_dir.hpp"
 
 namespace glue {
 
@@ -51,20 +52,15 @@ inline const Pki& pki() {
 class Plugin {
 public:
     explicit Plugin(devcert::OptionList extra = {}, bool import_second_ca = false) {
-        std::string tmpl = (fs::temp_directory_path() / "devcert-glue-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        dir_ = tmpl;
-        const auto ca_file = dir_ / "ca.pem";
-        std::ofstream(ca_file) << pki().ca.pem() << (import_second_ca ? pki().other_ca.pem() : "");
-        options_ = {{"db_path", (dir_ / "db").string()}, {"admin_socket", "off"}, {"import_ca", ca_file.string()}};
+        const auto ca_file =
+            dir_.write("ca.pem", pki().ca.pem() + (import_second_ca ? pki().other_ca.pem() : std::string()));
+        options_ = {{"db_path", dir_.file("db")}, {"admin_socket", "off"}, {"import_ca", ca_file}};
         for (auto& o : extra) options_.push_back(std::move(o));
         start();
     }
 
     ~Plugin() {
         stop();
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
     }
 
     void start() {
@@ -150,10 +146,10 @@ public:
         if (!ok) FAIL(ok.error().message);
     }
 
-    const fs::path& dir() const { return dir_; }
+    fs::path dir() const { return dir_.path(); }
 
 private:
-    fs::path dir_;
+    devcert::test::TempDir dir_;
     devcert::OptionList options_;
     std::unique_ptr<devcert::plugin::PluginState> state_;
 };

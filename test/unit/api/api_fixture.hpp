@@ -23,27 +23,9 @@
 #include "devcert/counters.hpp"
 #include "devcert/store.hpp"
 #include "devcert/store_writer.hpp"
+#include "temp_dir.hpp"
 
 namespace devcert::test {
-
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "devcert-api-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) FAIL("mkdtemp failed");
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const std::filesystem::path& path() const { return path_; }
-
-private:
-    std::filesystem::path path_;
-};
 
 using Params = std::vector<std::pair<std::string, std::string>>;
 
@@ -88,11 +70,11 @@ public:
         config.admin_rate_limit = rate_limit;
         config.max_ca = 5;
         if (!policy_text.empty()) {
-            config.admin_policy = (dir.path() / "policy.json").string();
+            config.admin_policy = dir.file("policy.json");
             write_file(config.admin_policy, policy_text);
         }
         StoreOptions options;
-        options.path = (dir.path() / "store").string();
+        options.path = dir.file("store");
         auto opened = Store::open(options);
         if (!opened) FAIL("cannot open store: " << opened.error().message);
         store = std::move(opened).value();

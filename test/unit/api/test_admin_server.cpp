@@ -25,7 +25,7 @@ using namespace devcert::test;
 namespace {
 
 struct ServerFixture {
-    ShortTempDir dir;
+    TempDir dir;
     PluginConfig config;
     Counters counters;
     OnlineRegistry online;

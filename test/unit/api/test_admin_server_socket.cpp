@@ -53,7 +53,7 @@ unsigned file_mode(const std::string& path) {
 
 TEST_CASE("the socket file gets the configured mode", "[admin_server][socket]") {
     const unsigned mode = GENERATE(0600u, 0660u, 0666u);
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     auto server = start_at(path, mode);
     REQUIRE(server.ok());
@@ -61,7 +61,7 @@ TEST_CASE("the socket file gets the configured mode", "[admin_server][socket]") 
 }
 
 TEST_CASE("stop removes the socket file, and stopping again is harmless", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     auto server = start_at(path);
     REQUIRE(server.ok());
@@ -74,7 +74,7 @@ TEST_CASE("stop removes the socket file, and stopping again is harmless", "[admi
 }
 
 TEST_CASE("destroying the transport stops it and removes the socket file", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     {
         auto server = start_at(path);
@@ -86,7 +86,7 @@ TEST_CASE("destroying the transport stops it and removes the socket file", "[adm
 }
 
 TEST_CASE("a stale socket file nobody listens on is replaced", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     { const UniqueFd left_over = listen_at(path); }  // closed; its file stays
     REQUIRE(exists(path));
@@ -96,7 +96,7 @@ TEST_CASE("a stale socket file nobody listens on is replaced", "[admin_server][s
 }
 
 TEST_CASE("a socket another process listens on is refused, naming the path", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     const UniqueFd live = listen_at(path);
     auto server = start_at(path);
@@ -106,7 +106,7 @@ TEST_CASE("a socket another process listens on is refused, naming the path", "[a
 }
 
 TEST_CASE("a file that is not a socket is never replaced", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     std::ofstream(path) << "precious";
     auto server = start_at(path);
@@ -127,7 +127,7 @@ TEST_CASE("a socket path longer than 107 bytes is refused with its length", "[ad
 }
 
 TEST_CASE("a socket in a missing directory is refused, naming the path", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("missing/a.sock");
     auto server = start_at(path);
     REQUIRE_FALSE(server.ok());
@@ -141,7 +141,7 @@ TEST_CASE("an empty socket path is refused", "[admin_server][socket]") {
 }
 
 TEST_CASE("a socket file replaced by someone else is not removed at stop", "[admin_server][socket]") {
-    ShortTempDir dir;
+    TempDir dir;
     const auto path = dir.file("a.sock");
     auto server = start_at(path);
     REQUIRE(server.ok());

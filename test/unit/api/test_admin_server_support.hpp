@@ -24,29 +24,9 @@
 #include "devcert/admin_server.hpp"
 #include "devcert/api.hpp"
 #include "devcert/handles.hpp"
+#include "temp_dir.hpp"
 
 namespace devcert::test {
-
-/// A directory under /tmp with a short name, so that socket paths stay far
-/// below the 107-byte limit whatever TMPDIR says.
-class ShortTempDir {
-public:
-    ShortTempDir() {
-        std::string pattern = "/tmp/dcs-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr) FAIL("mkdtemp failed: " << std::strerror(errno));
-        path_ = pattern;
-    }
-    ~ShortTempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    ShortTempDir(const ShortTempDir&) = delete;
-    ShortTempDir& operator=(const ShortTempDir&) = delete;
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
 
 struct HttpReply {
     CURLcode error = CURLE_OK;
@@ -248,7 +228,7 @@ private:
 
 /// A transport on a fresh socket in a fresh directory, wired to a Recorder.
 struct RecordingServer {
-    ShortTempDir dir;
+    TempDir dir;
     std::string socket_path = dir.file("admin.sock");
     Recorder recorder;
     std::unique_ptr<HttpTransport> transport;

@@ -79,12 +79,12 @@ TEST_CASE("without a policy file root and the process's own uid may call, others
 
 TEST_CASE("a policy file that does not parse stops Api::create naming the file and line", "[api][access]") {
     TempDir dir;
-    const auto path = (dir.path() / "policy.json").string();
+    const auto path = dir.file("policy.json");
     write_file(path, "{\n  \"Statement\": [\n    {\"Effect\": \"Allow\"\n    \"Action\": \"mq:*\"}\n  ]\n}\n");
     PluginConfig config;
     config.admin_policy = path;
     StoreOptions options;
-    options.path = (dir.path() / "store").string();
+    options.path = dir.file("store");
     auto store = Store::open(options);
     REQUIRE(store.ok());
     AdminContext context;

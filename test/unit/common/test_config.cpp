@@ -8,28 +8,13 @@
 #include <string>
 
 #include "devcert/config.hpp"
+#include "temp_dir.hpp"
 
 using namespace devcert;
+using devcert::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "devcert-config-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name, const std::string& content = "x") const {
-        std::ofstream(path / name) << content;
-        return (path / name).string();
-    }
-};
 
 std::string error_of(const OptionList& options) {
     auto r = parse_config(options);
@@ -67,10 +52,10 @@ TEST_CASE("no options give the documented defaults", "[config]") {
 
 TEST_CASE("every option is parsed into its typed value", "[config]") {
     TempDir dir;
-    const auto ca1 = dir.file("ca1.pem");
-    const auto ca2 = dir.file("ca2.pem");
-    const auto policy = dir.file("policy");
-    const auto db = (dir.path / "db").string();
+    const auto ca1 = dir.write("ca1.pem", "x");
+    const auto ca2 = dir.write("ca2.pem", "x");
+    const auto policy = dir.write("policy", "x");
+    const auto db = dir.file("db");
     auto c = parsed({{"instance_id", "post-cn-0pp1"},
                      {"db_path", db},
                      {"admin_socket", "/tmp/dc.sock"},
@@ -171,18 +156,18 @@ TEST_CASE("the wake-up signal refuses every signal mosquitto uses and those that
 
 TEST_CASE("paths must be absolute and usable", "[config]") {
     TempDir dir;
-    const auto plain = dir.file("plain");
+    const auto plain = dir.write("plain", "x");
     CHECK(error_of({{"db_path", "relative/db"}}) == "plugin_opt_db_path: 'relative/db' is not an absolute path");
     CHECK(error_of({{"db_path", plain}}) == "plugin_opt_db_path: '" + plain + "' exists and is not a directory");
-    const auto orphan = (dir.path / "missing" / "db").string();
+    const auto orphan = dir.file("missing/db");
     CHECK(error_of({{"db_path", orphan}}) ==
-          "plugin_opt_db_path: cannot create '" + orphan + "': parent directory '" + (dir.path / "missing").string() +
+          "plugin_opt_db_path: cannot create '" + orphan + "': parent directory '" + dir.file("missing") +
               "' does not exist");
-    const auto absent = (dir.path / "absent.pem").string();
+    const auto absent = dir.file("absent.pem");
     CHECK(error_of({{"import_ca", absent}}) ==
           "plugin_opt_import_ca: cannot use '" + absent + "': No such file or directory");
-    CHECK(error_of({{"import_ca", dir.path.string()}}) ==
-          "plugin_opt_import_ca: '" + dir.path.string() + "' is not a regular file");
+    CHECK(error_of({{"import_ca", dir.path()}}) ==
+          "plugin_opt_import_ca: '" + dir.path() + "' is not a regular file");
     CHECK(error_of({{"admin_policy", "policy.txt"}}) == "plugin_opt_admin_policy: 'policy.txt' is not an absolute path");
 }
 

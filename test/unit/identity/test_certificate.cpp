@@ -14,31 +14,20 @@
 
 #include "devcert/certificate.hpp"
 #include "pki.hpp"
+#include "temp_dir.hpp"
 
 using namespace devcert;
+using devcert::test::TempDir;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "devcert-identity-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
 // What `openssl x509 -fingerprint -sha256` prints, as lowercase hex without
 // colons, computed by the openssl command itself.
 std::string openssl_cli_fingerprint(const std::string& pem) {
     TempDir dir;
-    const fs::path file = dir.path / "cert.pem";
+    const fs::path file = dir.file("cert.pem");
     std::ofstream(file) << pem;
     const std::string command = "openssl x509 -noout -fingerprint -sha256 -in '" + file.string() + "'";
     FILE* pipe = ::popen(command.c_str(), "r");

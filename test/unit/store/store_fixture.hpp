@@ -11,30 +11,9 @@
 #include <string>
 
 #include "devcert/store.hpp"
+#include "temp_dir.hpp"
 
 namespace devcert::test {
-
-/// A directory under /tmp that exists for the life of the object.
-class TempDir {
-public:
-    TempDir() {
-        char pattern[] = "/tmp/devcert-store-XXXXXX";
-        if (::mkdtemp(pattern) == nullptr) FAIL("mkdtemp failed");
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    const std::string& path() const noexcept { return path_; }
-    std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
 
 inline Sha256 filled_fingerprint(std::uint8_t seed) {
     Sha256 f{};

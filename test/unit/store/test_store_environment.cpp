@@ -171,13 +171,13 @@ TEST_CASE("a store of another schema version is refused, naming path and version
 TEST_CASE("a store that cannot be opened names the path and the reason", "[store][env]") {
     TempDir dir;
     StoreOptions missing;
-    missing.path = dir.sub("absent");
+    missing.path = dir.file("absent");
     missing.create = false;
     auto a = Store::open(missing);
     REQUIRE_FALSE(a.ok());
     CHECK(a.error().message == "cannot open status store '" + missing.path + "': No such file or directory");
 
-    const std::string file = dir.sub("plain-file");
+    const std::string file = dir.file("plain-file");
     std::ofstream(file) << "not a directory";
     StoreOptions not_dir;
     not_dir.path = file;
