@@ -29,14 +29,6 @@ namespace devcert::test {
 
 using Params = std::vector<std::pair<std::string, std::string>>;
 
-/// Writes `text` to `path`, replacing what was there (policy files).
-inline void write_file(const std::string& path, const std::string& text) {
-    std::FILE* file = std::fopen(path.c_str(), "w");
-    REQUIRE(file != nullptr);
-    REQUIRE(std::fwrite(text.data(), 1, text.size(), file) == text.size());
-    REQUIRE(std::fclose(file) == 0);
-}
-
 inline Caller root_caller() {
     Caller c;
     c.uid = 0;
@@ -62,17 +54,12 @@ struct Reply {
     std::string code() const { return body.value("Code", std::string()); }
 };
 
-class ApiFixture {
-public:
-    /// `policy_text` empty: the built-in policy (root and our own uid).
-    explicit ApiFixture(std::string policy_text = {}, unsigned rate_limit = 500) {
+/// What an Api or an AdminServer needs from its host process: a store in a
+/// private directory with its writer, the configuration ("local"), counters,
+/// the online registry, and an audit trail recorded in memory.
+struct AdminHost {
+    AdminHost() {
         config.instance_id = "local";
-        config.admin_rate_limit = rate_limit;
-        config.max_ca = 5;
-        if (!policy_text.empty()) {
-            config.admin_policy = dir.file("policy.json");
-            write_file(config.admin_policy, policy_text);
-        }
         StoreOptions options;
         options.path = dir.file("store");
         auto opened = Store::open(options);
@@ -88,6 +75,34 @@ public:
             std::lock_guard lock(audit_mutex);
             audit_lines.push_back(std::move(line));
         };
+    }
+    ~AdminHost() { writer->stop(); }
+    AdminHost(const AdminHost&) = delete;
+    AdminHost& operator=(const AdminHost&) = delete;
+
+    std::vector<std::string> audit() {
+        std::lock_guard lock(audit_mutex);
+        return audit_lines;
+    }
+
+    TempDir dir;
+    PluginConfig config;
+    Counters counters;
+    OnlineRegistry online;
+    std::unique_ptr<Store> store;
+    std::unique_ptr<StoreWriter> writer;
+    AdminContext context;
+    std::mutex audit_mutex;
+    std::vector<std::string> audit_lines;
+};
+
+class ApiFixture : public AdminHost {
+public:
+    /// `policy_text` empty: the built-in policy (root and our own uid).
+    explicit ApiFixture(std::string policy_text = {}, unsigned rate_limit = 500) {
+        config.admin_rate_limit = rate_limit;
+        config.max_ca = 5;
+        if (!policy_text.empty()) config.admin_policy = dir.write("policy.json", policy_text);
         ApiOptions api_options;
         api_options.clock = [this] { return now; };
         auto created = Api::create(context, api_options);
@@ -95,10 +110,7 @@ public:
         api = std::move(created).value();
     }
 
-    ~ApiFixture() {
-        api.reset();
-        writer->stop();
-    }
+    ~ApiFixture() { api.reset(); }
 
     Reply call(const Params& params, const Caller& caller = root_caller()) {
         ApiRequest request;
@@ -113,11 +125,6 @@ public:
         REQUIRE_FALSE(reply.body.is_discarded());
         reply.retry_after_s = response.retry_after_s;
         return reply;
-    }
-
-    std::vector<std::string> audit() {
-        std::lock_guard lock(audit_mutex);
-        return audit_lines;
     }
 
     /// Every record and change-log entry, to compare before and after.
@@ -145,17 +152,8 @@ public:
         return out;
     }
 
-    TempDir dir;
-    PluginConfig config;
-    Counters counters;
-    OnlineRegistry online;
-    std::unique_ptr<Store> store;
-    std::unique_ptr<StoreWriter> writer;
-    AdminContext context;
     std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
     std::unique_ptr<Api> api;
-    std::mutex audit_mutex;
-    std::vector<std::string> audit_lines;
 };
 
 }  // namespace devcert::test

@@ -6,7 +6,6 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "devcert/counters.hpp"
 #include "devcert/store.hpp"
 #include "devcert/store_writer.hpp"
+#include "api_fixture.hpp"
 #include "test_admin_server_support.hpp"
 
 using namespace devcert;
@@ -24,48 +24,16 @@ using namespace devcert::test;
 
 namespace {
 
-struct ServerFixture {
-    TempDir dir;
-    PluginConfig config;
-    Counters counters;
-    OnlineRegistry online;
-    std::unique_ptr<Store> store;
-    std::unique_ptr<StoreWriter> writer;
-    AdminContext context;
-    std::mutex audit_mutex;
-    std::vector<std::string> audit_lines;
-
+struct ServerFixture : AdminHost {
     ServerFixture() {
-        config.instance_id = "local";
         config.admin_socket = dir.file("admin.sock");
         config.admin_socket_mode = 0600;
-        StoreOptions options;
-        options.path = dir.file("store");
-        auto opened = Store::open(options);
-        if (!opened) FAIL("cannot open store: " << opened.error().message);
-        store = std::move(*opened);
-        writer = std::make_unique<StoreWriter>(*store, [] {});
-        context.store = store.get();
-        context.writer = writer.get();
-        context.config = &config;
-        context.counters = &counters;
-        context.online = &online;
-        context.audit = [this](std::string line) {
-            std::lock_guard lock(audit_mutex);
-            audit_lines.push_back(std::move(line));
-        };
     }
-    ~ServerFixture() { writer->stop(); }
 
     std::unique_ptr<AdminServer> start() {
         auto server = AdminServer::start(context);
         if (!server) FAIL("admin server did not start: " << server.error().message);
         return std::move(*server);
-    }
-
-    std::vector<std::string> audit() {
-        std::lock_guard lock(audit_mutex);
-        return audit_lines;
     }
 };
 
@@ -188,8 +156,7 @@ TEST_CASE("the socket gets the configured mode and is removed at stop", "[admin_
 TEST_CASE("a policy file that does not parse stops the start, naming it, and leaves no socket",
           "[admin_server][e2e]") {
     ServerFixture fixture;
-    fixture.config.admin_policy = fixture.dir.file("policy.json");
-    std::ofstream(fixture.config.admin_policy) << "{\n  \"Statement\": [\n    oops\n";
+    fixture.config.admin_policy = fixture.dir.write("policy.json", "{\n  \"Statement\": [\n    oops\n");
     auto server = AdminServer::start(fixture.context);
     REQUIRE_FALSE(server.ok());
     CHECK_THAT(server.error().message, Catch::Contains("policy.json"));

@@ -79,8 +79,7 @@ TEST_CASE("without a policy file root and the process's own uid may call, others
 
 TEST_CASE("a policy file that does not parse stops Api::create naming the file and line", "[api][access]") {
     TempDir dir;
-    const auto path = dir.file("policy.json");
-    write_file(path, "{\n  \"Statement\": [\n    {\"Effect\": \"Allow\"\n    \"Action\": \"mq:*\"}\n  ]\n}\n");
+    const auto path = dir.write("policy.json", "{\n  \"Statement\": [\n    {\"Effect\": \"Allow\"\n    \"Action\": \"mq:*\"}\n  ]\n}\n");
     PluginConfig config;
     config.admin_policy = path;
     StoreOptions options;
@@ -281,7 +280,7 @@ TEST_CASE("reload_policy puts an edited policy file in force for the next call",
     REQUIRE(f.call(inactivate(), viewer).code() == "PermissionCheckFailed");
     REQUIRE(f.call(stats, ops).status == 200);
 
-    write_file(f.config.admin_policy, kViewerOnly);
+    f.dir.write("policy.json", kViewerOnly);
     // Nothing changes until the file is re-read.
     CHECK(f.call(stats, ops).status == 200);
     auto reloaded = f.api->reload_policy();
@@ -296,13 +295,13 @@ TEST_CASE("a policy file that no longer parses leaves the previous policy in for
     const Params stats{{"Action", "GetStats"}, {"MqttInstanceId", "local"}};
 
     SECTION("syntax error") {
-        write_file(f.config.admin_policy, "{\n  \"Statement\": [\n    oops\n");
+        f.dir.write("policy.json", "{\n  \"Statement\": [\n    oops\n");
         auto reloaded = f.api->reload_policy();
         REQUIRE_FALSE(reloaded.ok());
         CHECK_THAT(reloaded.error().message, Catch::Contains(f.config.admin_policy) && Catch::Contains("line 3"));
     }
     SECTION("bad statement") {
-        write_file(f.config.admin_policy,
+        f.dir.write("policy.json",
                 R"({"Statement": [{"Effect": "Permit", "Principal": "*", "Action": "mq:*", "Resource": "*"}]})");
         auto reloaded = f.api->reload_policy();
         REQUIRE_FALSE(reloaded.ok());
@@ -344,7 +343,7 @@ TEST_CASE("calls on other threads see either the old or the new policy while it 
         });
     }
     for (int i = 0; i < 50; ++i) {
-        write_file(f.config.admin_policy, i % 2 == 0 ? kViewerOnly : kPolicy);
+        f.dir.write("policy.json", i % 2 == 0 ? kViewerOnly : kPolicy);
         REQUIRE(f.api->reload_policy().ok());
     }
     done.store(true);
