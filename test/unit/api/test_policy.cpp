@@ -2,19 +2,12 @@
 
 #include "devcert/api.hpp"
 #include "devcert/policy.hpp"
+#include "api_fixture.hpp"
 
 using namespace devcert;
+using devcert::test::named_caller;
 
 namespace {
-
-Caller caller(uid_t uid, std::string user, std::vector<std::string> groups) {
-    Caller c;
-    c.uid = uid;
-    c.gid = uid;
-    c.user = std::move(user);
-    c.groups = std::move(groups);
-    return c;
-}
 
 AccessPolicy parsed(std::string_view text) {
     auto policy = AccessPolicy::parse(text, "test.json");
@@ -28,9 +21,9 @@ std::string parse_error(std::string_view text) {
     return policy.error().message;
 }
 
-const Caller ops = caller(1000, "ops", {"ops", "mqtt-admins"});
-const Caller viewer = caller(1001, "viewer", {"viewer"});
-const Caller nameless = caller(4242, "", {});
+const Caller ops = named_caller(1000, "ops", {"ops", "mqtt-admins"});
+const Caller viewer = named_caller(1001, "viewer", {"viewer"});
+const Caller nameless = named_caller(4242, "", {});
 
 }  // namespace
 
@@ -111,7 +104,7 @@ TEST_CASE("a Deny on one instance refuses only that instance", "[api][policy]") 
 
 TEST_CASE("the built-in policy allows root and the broker's own uid, nobody else", "[api][policy]") {
     const auto policy = AccessPolicy::builtin(1000);
-    CHECK(policy.check(caller(0, "root", {"root"}), "mq:DeleteCaCertificate", "local") == PolicyDecision::allow);
+    CHECK(policy.check(named_caller(0, "root", {"root"}), "mq:DeleteCaCertificate", "local") == PolicyDecision::allow);
     CHECK(policy.check(ops, "mq:DeleteCaCertificate", "any") == PolicyDecision::allow);
     CHECK(policy.check(viewer, "mq:GetStats", "local") == PolicyDecision::deny_permission);
 }
