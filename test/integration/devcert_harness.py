@@ -452,6 +452,15 @@ class Mqtt5Client:
         self.client.loop_stop()
 
 
+def mqtt5_connack(broker, device, client_id):
+    """The CONNACK reason code paho gets for a fresh MQTT 5 connection."""
+    c = Mqtt5Client(broker, device, client_id)
+    try:
+        return c.wait_connack()
+    finally:
+        c.close()
+
+
 def _varint(n):
     out = bytearray()
     while True:

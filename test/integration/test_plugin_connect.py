@@ -3,7 +3,7 @@ MQTT version sees when refused."""
 
 import pytest
 
-from devcert_harness import Mqtt5Client, mosquitto_pub, raw_connect_v311, refused
+from devcert_harness import mqtt5_connack, mosquitto_pub, raw_connect_v311, refused
 
 CONNACK_V3_ACCEPTED = b"\x20\x02\x00\x00"
 CONNACK_V3_NOT_AUTHORIZED = b"\x20\x02\x00\x05"
@@ -20,11 +20,7 @@ def test_an_active_device_is_accepted_over_mqtt_311_and_mqtt_5(admin_broker, pki
     assert raw_connect_v311(broker, dev, "v3-a001") == CONNACK_V3_ACCEPTED
     result = mosquitto_pub(broker, dev, "pub-a001")
     assert result.returncode == 0, result.stderr
-    c = Mqtt5Client(broker, dev, "v5-a001")
-    try:
-        assert c.wait_connack() == 0
-    finally:
-        c.close()
+    assert mqtt5_connack(broker, dev, "v5-a001") == 0
     assert broker.wait_for_log("accepted client 'v5-a001' (CaSn 0c01, DeviceSn a001)")
     counters = broker.wait_counter("auto_registrations", 1)
     assert counters["connections_accepted"] == 3
@@ -38,11 +34,7 @@ def test_a_device_of_an_unregistered_ca_is_refused_with_connack_5_and_0x87(admin
     broker = admin_broker
     dev = pki.device("a002", "sensor-a002", issuer=pki.stranger_ca)
     assert raw_connect_v311(broker, dev, "v3-a002") == CONNACK_V3_NOT_AUTHORIZED
-    c = Mqtt5Client(broker, dev, "v5-a002")
-    try:
-        assert c.wait_connack() == NOT_AUTHORIZED
-    finally:
-        c.close()
+    assert mqtt5_connack(broker, dev, "v5-a002") == NOT_AUTHORIZED
     assert broker.wait_for_log("refused client 'v3-a002' (CaSn -, DeviceSn a002): ca not registered")
     result = mosquitto_pub(broker, dev, "pub-a002")
     assert result.returncode != 0
@@ -69,11 +61,7 @@ def test_auto_register_inactive_refuses_a_new_device_and_keeps_refusing_it(make_
 def test_auto_register_off_refuses_a_new_device_as_not_registered(make_broker, pki):
     b = make_broker(options={"auto_register": "off"}, admin_socket=True).start()
     dev = pki.device("a004", "sensor-a004")
-    c = Mqtt5Client(b, dev, "v5-a004")
-    try:
-        assert c.wait_connack() == NOT_AUTHORIZED
-    finally:
-        c.close()
+    assert mqtt5_connack(b, dev, "v5-a004") == NOT_AUTHORIZED
     assert b.wait_for_log("refused client 'v5-a004' (CaSn 0c01, DeviceSn a004): not registered")
     assert "registered DeviceSn a004" not in b.log()
     counters = b.counters()
@@ -103,11 +91,7 @@ def test_a_device_certificate_with_a_negative_or_zero_serial_is_refused_and_the_
     bad = pki.device_with_serial(name, set_serial)
     # TLS lets it through (OpenSSL verifies such serials): the plugin refuses.
     assert raw_connect_v311(broker, bad, f"v3-{name}") == CONNACK_V3_NOT_AUTHORIZED
-    c = Mqtt5Client(broker, bad, f"v5-{name}")
-    try:
-        assert c.wait_connack() == NOT_AUTHORIZED
-    finally:
-        c.close()
+    assert mqtt5_connack(broker, bad, f"v5-{name}") == NOT_AUTHORIZED
     assert broker.wait_for_log(f"refused client 'v3-{name}' (CaSn -, DeviceSn -): bad certificate ({why})")
     counters = broker.counters()
     assert refusals(counters) == {refused("bad certificate"): 2}
