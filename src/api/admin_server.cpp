@@ -401,7 +401,10 @@ MHD_Result HttpTransport::Impl::on_request(MHD_Connection* mhd, const char* meth
     Connection* conn = connection_state(mhd);
     if (conn == nullptr || !conn->peer) return MHD_NO;  // no peer identity: nobody to answer
     try {
-        if (!conn->caller) conn->caller = Caller::from_ids(conn->peer->uid, conn->peer->gid);
+        // A failed lookup is tried again at the next request.
+        if (!conn->caller || !conn->caller->lookup_error.empty()) {
+            conn->caller = Caller::from_ids(conn->peer->uid, conn->peer->gid);
+        }
 
         if (*request_context == nullptr) {
             // Headers complete: refuse what can be refused before any body is read.

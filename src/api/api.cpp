@@ -173,6 +173,11 @@ void Api::Impl::run(const Caller& caller, const ApiRequest& request, CallRecord&
             return fail(ApiError::throttled, fmt::format("over {} calls per second", context.config->admin_rate_limit));
         }
     }
+    if (!trusted && !caller.lookup_error.empty()) {
+        // Part of the identity is missing: a Deny naming the missing part
+        // would not apply, so nothing is judged.
+        return fail(ApiError::permission_denied, caller.lookup_error);
+    }
     if (op == nullptr) {
         if (action == nullptr) return fail(ApiError::action_not_found, "Action: missing");
         if (plain_word(*action)) call.params = fmt::format("action={}", *action);

@@ -55,6 +55,24 @@ TEST_CASE("an explicit Deny wins over the group's Allow", "[api][access]") {
     CHECK(reply.code() == "PermissionCheckFailed");
 }
 
+TEST_CASE("a caller whose identity lookup failed is refused whatever the policy allows, audited once",
+          "[api][access]") {
+    ApiFixture f(kPolicy);
+    Caller partial = ops;  // in mqtt-admins, which may do everything here
+    partial.groups = {"ops"};
+    partial.lookup_error = "group lookup for gid 2000 failed: Input/output error";
+    const auto before = f.audit().size();
+    const auto reply = f.call({{"Action", "GetStats"}, {"MqttInstanceId", "local"}}, partial);
+    CHECK(reply.status == 403);
+    CHECK(reply.code() == "PermissionCheckFailed");
+    CHECK(reply.body.at("Detail") == "group lookup for gid 2000 failed: Input/output error");
+    const auto lines = f.audit();
+    REQUIRE(lines.size() == before + 1);
+    CHECK(lines.back().find("uid=1000(ops) | GetStats | - | error PermissionCheckFailed (group lookup for gid 2000 "
+                            "failed: Input/output error)") != std::string::npos);
+    CHECK(f.counters.admin_calls("GetStats", "PermissionCheckFailed") == 1);
+}
+
 TEST_CASE("a caller allowed only on another instance is MqttOwnerCheckError", "[api][access]") {
     ApiFixture f(kPolicy);
     const auto reply = f.call(inactivate(), stranger);
