@@ -1,5 +1,5 @@
-// The admin socket: HTTP/1.1 over a UNIX stream socket, served by
-// libmicrohttpd on its own thread inside the broker process. Never calls a
+// The admin socket: HTTP/1.1 over a UNIX stream socket, served by our own
+// threads inside the broker process (HttpRequestReader reads the requests). Never calls a
 // broker function: audit lines go to `audit`, which the plugin drains on the
 // broker thread.
 #pragma once

@@ -81,6 +81,9 @@ enum class TransportError : std::uint8_t {
     unsupported_media,   ///< a body of another content type
     method_not_allowed,  ///< not GET or POST
     not_found,           ///< a path other than "/"
+    malformed_request,   ///< not an HTTP/1.x request: request line, header fields, framing, cut short
+    unsupported_version, ///< HTTP/x.y other than 1.0 and 1.1
+    head_too_large,      ///< request line and headers over 64 KiB, or over 100 header fields
 };
 
 /// What a host may tune beyond the configuration.

@@ -87,6 +87,9 @@ const char* transport_detail(TransportError error) {
         case TransportError::unsupported_media: return "unsupported content type";
         case TransportError::method_not_allowed: return "method not allowed";
         case TransportError::not_found: return "no such path";
+        case TransportError::malformed_request: return "malformed HTTP request";
+        case TransportError::unsupported_version: return "unsupported HTTP version";
+        case TransportError::head_too_large: return "request line and headers over 64 KiB";
     }
     return "refused by the transport";
 }
@@ -100,6 +103,9 @@ ApiError transport_api_error(TransportError error) {
         case TransportError::unsupported_media: return ApiError::unsupported_media_type;
         case TransportError::method_not_allowed: return ApiError::method_not_allowed;
         case TransportError::not_found: return ApiError::action_not_found;
+        case TransportError::malformed_request: return ApiError::parameter_invalid;
+        case TransportError::unsupported_version: return ApiError::parameter_invalid;
+        case TransportError::head_too_large: return ApiError::request_too_large;
     }
     return ApiError::parameter_invalid;
 }
