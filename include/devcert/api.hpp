@@ -86,6 +86,12 @@ enum class TransportError : std::uint8_t {
     head_too_large,      ///< request line and headers over 64 KiB, or over 100 header fields
 };
 
+/// Refused calls (any error answer) of one uid beyond this many within a
+/// second are not audited one by one: they are counted, by code, into one
+/// summary line for that uid and second. Successful calls are always
+/// audited one by one.
+inline constexpr unsigned kRefusedAuditLinesPerSecond = 10;
+
 /// What a host may tune beyond the configuration.
 struct ApiOptions {
     /// Time source of the rate limiter; steady_clock::now when empty (tests
@@ -119,6 +125,11 @@ public:
     /// built-in policy stays and the result is an invalid_argument error.
     /// Thread-safe.
     Result<std::size_t> reload_policy();
+
+    /// Writes the summary line of every uid whose second of refused calls
+    /// has ended (all of them when `all`): see kRefusedAuditLinesPerSecond.
+    /// The admin server calls it every second and when it stops.
+    void flush_audit(bool all = false) noexcept;
 
     /// When true, the policy and rate limit are skipped (devcertctl --db:
     /// the file permissions of the store are the policy).

@@ -23,9 +23,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
+#include <map>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "devcert/api.hpp"
@@ -185,10 +186,23 @@ struct HttpTransport::Impl {
     UniqueFd wake_write;
     std::thread acceptor;
 
+    // Served connections, guarded by mutex: descriptor -> peer uid, the
+    // count per uid, and how many belong to unprivileged uids.
     std::mutex mutex;
     std::condition_variable all_closed;
-    std::set<int> live;  // descriptors of served connections; guarded by mutex
+    std::map<int, uid_t> live;
+    std::unordered_map<uid_t, unsigned> per_uid;
+    unsigned unprivileged = 0;
     bool stopping = false;
+
+    bool privileged(uid_t uid) const {
+        return std::find(options.privileged_uids.begin(), options.privileged_uids.end(), uid) !=
+               options.privileged_uids.end();
+    }
+    // Takes a slot for a connection of `uid`, or refuses it: over the uid's
+    // share, over the limit, or into the slots kept for privileged uids.
+    bool admit(int fd, uid_t uid);
+    void release(int fd);
 
     std::mutex stop_mutex;
     bool stopped = false;
@@ -198,13 +212,44 @@ struct HttpTransport::Impl {
     void close_socket_file();
 };
 
+bool HttpTransport::Impl::admit(int fd, uid_t uid) {
+    const unsigned limit = options.connection_limit;
+    const unsigned reserved = std::min(options.reserved_connections, limit);
+    const bool is_privileged = privileged(uid);
+    auto held = per_uid.find(uid);
+    if (held != per_uid.end() && held->second >= options.connections_per_uid) return false;
+    if (live.size() >= limit) return false;
+    if (!is_privileged && unprivileged >= limit - reserved) return false;
+    live.emplace(fd, uid);
+    ++per_uid[uid];
+    if (!is_privileged) ++unprivileged;
+    return true;
+}
+
+void HttpTransport::Impl::release(int fd) {
+    const auto it = live.find(fd);
+    if (it == live.end()) return;
+    const uid_t uid = it->second;
+    live.erase(it);
+    if (auto held = per_uid.find(uid); held != per_uid.end() && --held->second == 0) per_uid.erase(held);
+    if (!privileged(uid)) --unprivileged;
+    if (live.empty()) all_closed.notify_all();
+}
+
 void HttpTransport::Impl::accept_loop() {
+    auto last_tick = Clock::now();
     for (;;) {
         pollfd fds[2] = {{listener.get(), POLLIN, 0}, {wake_read.get(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) {
+        const int ready = ::poll(fds, 2, 1000);
+        if (options.every_second && Clock::now() - last_tick >= std::chrono::seconds(1)) {
+            last_tick = Clock::now();
+            options.every_second();
+        }
+        if (ready < 0) {
             if (errno == EINTR) continue;
             return;
         }
+        if (ready == 0) continue;
         if ((fds[1].revents & POLLIN) != 0) return;
         UniqueFd fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!fd) {
@@ -224,17 +269,15 @@ void HttpTransport::Impl::accept_loop() {
             {
                 std::lock_guard lock(mutex);
                 if (stopping) return;
-                if (live.size() >= options.connection_limit) continue;  // closed at once
-                live.insert(raw);
+                if (!admit(raw, peer.uid)) continue;  // closed at once
             }
             try {
                 spawn_thread([this, owned, peer] { serve(std::move(*owned), peer); }).detach();
             } catch (const std::exception&) {
                 // No thread: the connection is closed unserved.
                 std::lock_guard lock(mutex);
-                live.erase(raw);
+                release(raw);
                 owned->reset();
-                if (live.empty()) all_closed.notify_all();
             }
         } catch (const std::bad_alloc&) {
             // Closed unserved.
@@ -327,9 +370,8 @@ void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
     // Hand the descriptor back under the lock, so that stop() never shuts
     // down a number that has been reused.
     std::lock_guard lock(mutex);
-    live.erase(fd.get());
+    release(fd.get());
     fd.reset();
-    if (live.empty()) all_closed.notify_all();
 }
 
 void HttpTransport::Impl::close_socket_file() {
@@ -349,6 +391,7 @@ Result<std::unique_ptr<HttpTransport>> HttpTransport::start(const HttpTransportO
 
     auto impl = std::make_unique<Impl>();
     impl->options = options;
+    if (impl->options.privileged_uids.empty()) impl->options.privileged_uids = {0, ::geteuid()};
     impl->handle = std::move(handle);
     impl->reject = std::move(reject);
     impl->socket = std::move(*bound);
@@ -393,7 +436,7 @@ void HttpTransport::stop() {
     // Every connection thread sees its socket end and leaves; a call in
     // progress finishes first.
     std::unique_lock lock(impl_->mutex);
-    for (int fd : impl_->live) ::shutdown(fd, SHUT_RDWR);
+    for (const auto& [fd, uid] : impl_->live) ::shutdown(fd, SHUT_RDWR);
     impl_->all_closed.wait(lock, [&] { return impl_->live.empty(); });
 }
 
@@ -417,6 +460,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(const AdminContext& cont
     HttpTransportOptions options;
     options.socket_path = context.config->admin_socket;
     options.socket_mode = context.config->admin_socket_mode;
+    options.every_second = [calls] { calls->flush_audit(); };
     auto transport = HttpTransport::start(
         options, [calls](const Caller& caller, const ApiRequest& request) { return calls->handle(caller, request); },
         [calls](const Caller& caller, TransportError error) { return calls->reject(caller, error); });
@@ -433,6 +477,7 @@ Result<std::size_t> AdminServer::reload_policy() { return impl_->api->reload_pol
 
 void AdminServer::stop() {
     if (impl_->transport) impl_->transport->stop();
+    impl_->api->flush_audit(true);
 }
 
 }  // namespace devcert

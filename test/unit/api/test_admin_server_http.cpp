@@ -322,7 +322,9 @@ TEST_CASE("a kept-alive connection gets a fresh deadline for each request", "[ad
 
 TEST_CASE("connections beyond 64 are cut, and the socket serves again once one closes",
           "[admin_server][limits][slow]") {
-    RecordingServer server;
+    HttpTransportOptions options;
+    options.connections_per_uid = 64;  // the overall limit, not the uid's share (test_admin_server_shares.cpp)
+    RecordingServer server(options);
     std::vector<UniqueFd> held;
     for (int i = 0; i < 64; ++i) held.push_back(raw_connect(server.socket_path));
     // Let the server accept all of them before the 65th arrives.
