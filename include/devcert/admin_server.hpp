@@ -1,14 +1,17 @@
-// The admin socket: HTTP/1.1 over a UNIX stream socket, served by
-// libmicrohttpd on its own thread inside the broker process. Never calls a
+// The admin socket: HTTP/1.1 over a UNIX stream socket, served by our own
+// threads inside the broker process (HttpRequestReader reads the requests). Never calls a
 // broker function: audit lines go to `audit`, which the plugin drains on the
 // broker thread.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "devcert/config.hpp"
 #include "devcert/counters.hpp"
@@ -67,6 +70,18 @@ struct HttpTransportOptions {
     unsigned connection_timeout_s = 10;
     /// Connections beyond this many are closed as soon as they are accepted.
     unsigned connection_limit = 64;
+    /// Connections one uid may hold at once: one more from it is closed as
+    /// soon as it is accepted, while other uids still get in.
+    unsigned connections_per_uid = 16;
+    /// Of connection_limit, slots only privileged uids may take, so that
+    /// other uids together cannot lock them out.
+    unsigned reserved_connections = 8;
+    /// Who the reserved slots are for; empty: root and the process's own
+    /// effective uid (the broker's).
+    std::vector<uid_t> privileged_uids;
+    /// Called about once a second on the server's thread (AdminServer:
+    /// Api::flush_audit).
+    std::function<void()> every_second;
 };
 
 /// The HTTP layer of the admin socket on its own, with the operations behind

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,7 +20,25 @@
 #include "devcert/admin_server.hpp"
 #include "devcert/result.hpp"
 
+struct passwd;
+struct group;
+
 namespace devcert {
+
+/// The passwd and group database calls that name a caller, with the
+/// signatures of the libc functions they default to. Tests replace them to
+/// make a lookup fail or answer with an entry of a given size.
+struct IdentityDatabase {
+    int (*getpwuid_r)(uid_t, passwd*, char*, std::size_t, passwd**);
+    int (*getgrgid_r)(gid_t, group*, char*, std::size_t, group**);
+    int (*getgrouplist)(const char*, gid_t, gid_t*, int*);
+    /// The libc functions (NSS: files, LDAP, sssd, ... as configured).
+    static IdentityDatabase system();
+};
+
+/// An entry larger than this (a passwd or group line, or the group list) is
+/// a lookup error rather than an answer.
+inline constexpr std::size_t kMaxIdentityEntry = 4 * 1024 * 1024;
 
 /// Who is calling, from the socket's peer credentials (SO_PEERCRED).
 struct Caller {
@@ -27,10 +46,18 @@ struct Caller {
     gid_t gid = 0;
     std::string user;                 ///< "" when the uid has no passwd entry
     std::vector<std::string> groups;  ///< primary group first, then supplementary
+    /// Set when a lookup failed (not "no such user or group", which is an
+    /// answer, but an error of the database): names the lookup. The identity
+    /// is then incomplete and every call from it is refused, as neither an
+    /// Allow nor a Deny can be judged on part of it.
+    std::string lookup_error;
     /// "uid=1000(ops)" or "uid=1234" when unnamed: the audit and change-log form.
     std::string describe() const;
-    /// Resolves names and groups for a uid/gid pair via the passwd/group databases.
+    /// Resolves names and groups for a uid/gid pair via the passwd/group
+    /// databases, growing its buffers until each entry fits (up to
+    /// kMaxIdentityEntry).
     static Caller from_ids(uid_t uid, gid_t gid);
+    static Caller from_ids(uid_t uid, gid_t gid, const IdentityDatabase& database);
 };
 
 /// Raw request parameters in arrival order; duplicates are kept so that the
@@ -54,7 +81,16 @@ enum class TransportError : std::uint8_t {
     unsupported_media,   ///< a body of another content type
     method_not_allowed,  ///< not GET or POST
     not_found,           ///< a path other than "/"
+    malformed_request,   ///< not an HTTP/1.x request: request line, header fields, framing, cut short
+    unsupported_version, ///< HTTP/x.y other than 1.0 and 1.1
+    head_too_large,      ///< request line and headers over 64 KiB, or over 100 header fields
 };
+
+/// Refused calls (any error answer) of one uid beyond this many within a
+/// second are not audited one by one: they are counted, by code, into one
+/// summary line for that uid and second. Successful calls are always
+/// audited one by one.
+inline constexpr unsigned kRefusedAuditLinesPerSecond = 10;
 
 /// What a host may tune beyond the configuration.
 struct ApiOptions {
@@ -89,6 +125,11 @@ public:
     /// built-in policy stays and the result is an invalid_argument error.
     /// Thread-safe.
     Result<std::size_t> reload_policy();
+
+    /// Writes the summary line of every uid whose second of refused calls
+    /// has ended (all of them when `all`): see kRefusedAuditLinesPerSecond.
+    /// The admin server calls it every second and when it stops.
+    void flush_audit(bool all = false) noexcept;
 
     /// When true, the policy and rate limit are skipped (devcertctl --db:
     /// the file permissions of the store are the policy).

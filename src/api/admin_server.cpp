@@ -1,12 +1,13 @@
 // The admin socket's HTTP transport: a UNIX stream socket we bind ourselves,
-// served by libmicrohttpd with one thread per connection, turned into
-// ApiRequests. Every size is capped before anything is buffered, and every
-// refusal goes through the Api's reject() so that it is counted and audited
-// like a call.
+// an accept loop, and one thread per connection reading requests with
+// HttpRequestReader and turning them into ApiRequests. Every size is capped
+// before anything is buffered, every answer is one whole HTTP response with
+// a JSON body, and every refusal goes through the Api's reject() so that it
+// is counted and audited like a call.
 #include "devcert/admin_server.hpp"
 
 #include <fcntl.h>
-#include <microhttpd.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,24 +15,23 @@
 
 #include <fmt/format.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
+#include <map>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "devcert/api.hpp"
 #include "devcert/handles.hpp"
+#include "devcert/http_request.hpp"
 #include "devcert/threads.hpp"
 
 namespace devcert {
@@ -137,240 +137,41 @@ Result<BoundSocket> bind_socket(const std::string& path, unsigned mode) {
 }
 
 // ---------------------------------------------------------------------------
-// Request parsing
-
-using Params = std::vector<std::pair<std::string, std::string>>;
-using ParseOutcome = std::optional<TransportError>;  // nullopt: parsed
-
-int hex_digit(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-// application/x-www-form-urlencoded decoding, strict: every '%' must start a
-// two-digit escape, and no NUL may come out (it would truncate the value
-// anywhere a C string is made of it).
-bool percent_decode(std::string_view in, std::string& out) {
-    out.clear();
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        char c = in[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%') {
-            if (i + 2 >= in.size()) return false;
-            const int hi = hex_digit(in[i + 1]);
-            const int lo = hex_digit(in[i + 2]);
-            if (hi < 0 || lo < 0) return false;
-            c = static_cast<char>(hi * 16 + lo);
-            i += 2;
-        }
-        if (c == '\0') return false;
-        out.push_back(c);
-    }
-    return true;
-}
-
-ParseOutcome add_param(Params& params, std::string name, std::string value) {
-    if (name.empty()) return TransportError::malformed_body;
-    if (value.size() > kMaxParamValue || name.size() > kMaxParamValue) return TransportError::value_too_large;
-    if (params.size() >= kMaxRequestParams) return TransportError::too_many_params;
-    params.emplace_back(std::move(name), std::move(value));
-    return std::nullopt;
-}
-
-ParseOutcome parse_form(std::string_view text, Params& params) {
-    std::string name;
-    std::string value;
-    while (!text.empty()) {
-        const std::size_t amp = text.find('&');
-        const std::string_view pair = text.substr(0, amp);
-        text = amp == std::string_view::npos ? std::string_view{} : text.substr(amp + 1);
-        if (pair.empty()) continue;
-        const std::size_t eq = pair.find('=');
-        const std::string_view raw_name = pair.substr(0, eq);
-        const std::string_view raw_value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-        if (!percent_decode(raw_name, name) || !percent_decode(raw_value, value)) return TransportError::malformed_body;
-        if (auto error = add_param(params, std::move(name), std::move(value))) return error;
-    }
-    return std::nullopt;
-}
-
-// Reads a JSON body event by event rather than into a json value: an object
-// would keep only one of two equal keys, and the Api must see both to
-// refuse them. Anything but one flat object of strings stops the parse.
-class FlatStringObject : public nlohmann::json_sax<nlohmann::json> {
-public:
-    explicit FlatStringObject(Params& params) : params_(params) {}
-
-    std::optional<TransportError> error;
-
-    bool null() override { return refuse(); }
-    bool boolean(bool) override { return refuse(); }
-    bool number_integer(number_integer_t) override { return refuse(); }
-    bool number_unsigned(number_unsigned_t) override { return refuse(); }
-    bool number_float(number_float_t, const string_t&) override { return refuse(); }
-    bool binary(binary_t&) override { return refuse(); }
-    bool start_array(std::size_t) override { return refuse(); }
-    bool end_array() override { return refuse(); }
-    bool start_object(std::size_t) override {
-        if (depth_ != 0) return refuse();
-        depth_ = 1;
-        return true;
-    }
-    bool end_object() override {
-        depth_ = 0;
-        return true;
-    }
-    bool key(string_t& name) override {
-        key_ = std::move(name);
-        return true;
-    }
-    bool string(string_t& value) override {
-        if (depth_ != 1) return refuse();
-        if (key_.find('\0') != std::string::npos || value.find('\0') != std::string::npos) return refuse();
-        if (auto failed = add_param(params_, std::move(key_), std::move(value))) {
-            error = failed;
-            return false;
-        }
-        return true;
-    }
-    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-        if (!error) error = TransportError::malformed_body;
-        return false;
-    }
-
-private:
-    bool refuse() {
-        if (!error) error = TransportError::malformed_body;
-        return false;
-    }
-
-    Params& params_;
-    std::string key_;
-    int depth_ = 0;
-};
-
-ParseOutcome parse_json(std::string_view text, Params& params) {
-    FlatStringObject reader(params);
-    const bool parsed = nlohmann::json::sax_parse(text, &reader, nlohmann::json::input_format_t::json, true);
-    if (reader.error) return reader.error;
-    if (!parsed) return TransportError::malformed_body;
-    return std::nullopt;
-}
-
-std::string media_type(const char* content_type) {
-    if (content_type == nullptr) return {};
-    std::string_view value(content_type);
-    value = value.substr(0, value.find(';'));
-    std::string type;
-    for (char c : value) {
-        if (c != ' ' && c != '\t') type.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    }
-    return type;
-}
-
-// ---------------------------------------------------------------------------
 // Connections
 
-// One per connection, created when libmicrohttpd accepts it and destroyed
-// when it closes, so that it never outlives or leaks past the connection
-// (request-completion notices are not sent for requests cut before their
-// headers were complete).
-struct Connection {
-    int fd = -1;
-    std::optional<ucred> peer;
-    std::optional<Caller> caller;  // resolved at the first request
-    std::string target;            // raw request target of the current request
-    std::string body;
-    // When the request being received must be complete; unset while one is
-    // being answered. Guarded by the RequestDeadlines mutex.
-    std::optional<std::chrono::steady_clock::time_point> deadline;
-};
+using Clock = std::chrono::steady_clock;
 
-// libmicrohttpd's timeout only notices a client that goes quiet; one that
-// sends a byte now and then would hold a connection for ever. This cuts any
-// connection whose request is not complete in time, by shutting its socket
-// down so that libmicrohttpd's own thread sees the end and closes it.
-class RequestDeadlines {
-public:
-    explicit RequestDeadlines(std::chrono::seconds limit) : limit_(limit) {}
-
-    /// A limit of zero watches nothing, as libmicrohttpd's own timeout.
-    void start() {
-        if (limit_.count() > 0) thread_ = spawn_thread([this] { run(); });
-    }
-    void stop() {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
+// Waits until `fd` is ready for `events` or `deadline` passes (no deadline:
+// waits as long as it takes). False on timeout or error.
+bool wait_ready(int fd, short events, std::optional<Clock::time_point> deadline) {
+    for (;;) {
+        int timeout_ms = -1;
+        if (deadline) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+            if (left <= 0) return false;
+            timeout_ms = static_cast<int>(std::min<long long>(left, 60'000));
         }
-        wake_.notify_all();
-        if (thread_.joinable()) thread_.join();
+        pollfd p{fd, events, 0};
+        const int rc = ::poll(&p, 1, timeout_ms);
+        if (rc > 0) return true;
+        if (rc < 0 && errno != EINTR) return false;
     }
-
-    void add(Connection* conn) {
-        std::lock_guard lock(mutex_);
-        if (limit_.count() > 0) conn->deadline = std::chrono::steady_clock::now() + limit_;
-        live_.insert(conn);
-    }
-    // Called by libmicrohttpd before it closes the socket, so the watchdog
-    // never touches a descriptor that may have been reused.
-    void remove(Connection* conn) {
-        std::lock_guard lock(mutex_);
-        live_.erase(conn);
-    }
-    void request_received(Connection* conn) {
-        std::lock_guard lock(mutex_);
-        conn->deadline.reset();
-    }
-    void response_sent(Connection* conn) {
-        std::lock_guard lock(mutex_);
-        if (limit_.count() > 0) conn->deadline = std::chrono::steady_clock::now() + limit_;
-    }
-
-private:
-    void run() {
-        const auto period = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(50), limit_ / 8);
-        std::unique_lock lock(mutex_);
-        while (!stopping_) {
-            wake_.wait_for(lock, period);
-            const auto now = std::chrono::steady_clock::now();
-            for (Connection* conn : live_) {
-                if (conn->deadline && *conn->deadline <= now) {
-                    ::shutdown(conn->fd, SHUT_RDWR);
-                    conn->deadline.reset();
-                }
-            }
-        }
-    }
-
-    const std::chrono::milliseconds limit_;
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    bool stopping_ = false;
-    std::set<Connection*> live_;
-    std::thread thread_;
-};
-
-MHD_Result send_response(MHD_Connection* connection, const ApiResponse& response) {
-    MHD_Response* reply = MHD_create_response_from_buffer(
-        response.body.size(), const_cast<char*>(response.body.data()), MHD_RESPMEM_MUST_COPY);
-    if (reply == nullptr) return MHD_NO;
-    MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (response.retry_after_s) {
-        MHD_add_response_header(reply, MHD_HTTP_HEADER_RETRY_AFTER, std::to_string(*response.retry_after_s).c_str());
-    }
-    const MHD_Result queued = MHD_queue_response(connection, static_cast<unsigned>(response.http_status), reply);
-    MHD_destroy_response(reply);
-    return queued;
 }
 
-Connection* connection_state(MHD_Connection* connection) {
-    const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return info == nullptr ? nullptr : static_cast<Connection*>(info->socket_context);
+// Sends all of `data`, giving up at `deadline` (a client that does not read
+// its answer does not keep the thread).
+bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
+    while (!data.empty()) {
+        const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            data.remove_prefix(static_cast<std::size_t>(n));
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            if (!wait_ready(fd, POLLOUT, deadline)) return false;
+        } else {
+            return false;
+        }
+    }
+    return true;
 }
 
 }  // namespace
@@ -380,92 +181,197 @@ struct HttpTransport::Impl {
     Handler handle;
     Rejecter reject;
     BoundSocket socket;
-    MHD_Daemon* daemon = nullptr;
-    std::unique_ptr<RequestDeadlines> deadlines;
+    UniqueFd listener;
+    UniqueFd wake_read;   // the accept loop polls it to notice stop()
+    UniqueFd wake_write;
+    std::thread acceptor;
+
+    // Served connections, guarded by mutex: descriptor -> peer uid, the
+    // count per uid, and how many belong to unprivileged uids.
+    std::mutex mutex;
+    std::condition_variable all_closed;
+    std::map<int, uid_t> live;
+    std::unordered_map<uid_t, unsigned> per_uid;
+    unsigned unprivileged = 0;
+    bool stopping = false;
+
+    bool privileged(uid_t uid) const {
+        return std::find(options.privileged_uids.begin(), options.privileged_uids.end(), uid) !=
+               options.privileged_uids.end();
+    }
+    // Takes a slot for a connection of `uid`, or refuses it: over the uid's
+    // share, over the limit, or into the slots kept for privileged uids.
+    bool admit(int fd, uid_t uid);
+    void release(int fd);
+
     std::mutex stop_mutex;
     bool stopped = false;
 
-    MHD_Result refuse(MHD_Connection* mhd, Connection& conn, TransportError error) {
-        deadlines->request_received(&conn);
-        return send_response(mhd, reject(*conn.caller, error));
-    }
-
-    MHD_Result on_request(MHD_Connection* mhd, const char* method, const char* upload_data,
-                          std::size_t* upload_data_size, void** request_context);
-    ParseOutcome collect_params(MHD_Connection* mhd, Connection& conn, Params& params);
+    void accept_loop();
+    void serve(UniqueFd fd, ucred peer);
     void close_socket_file();
 };
 
-MHD_Result HttpTransport::Impl::on_request(MHD_Connection* mhd, const char* method, const char* upload_data,
-                                           std::size_t* upload_data_size, void** request_context) {
-    Connection* conn = connection_state(mhd);
-    if (conn == nullptr || !conn->peer) return MHD_NO;  // no peer identity: nobody to answer
-    try {
-        if (!conn->caller) conn->caller = Caller::from_ids(conn->peer->uid, conn->peer->gid);
+bool HttpTransport::Impl::admit(int fd, uid_t uid) {
+    const unsigned limit = options.connection_limit;
+    const unsigned reserved = std::min(options.reserved_connections, limit);
+    const bool is_privileged = privileged(uid);
+    auto held = per_uid.find(uid);
+    if (held != per_uid.end() && held->second >= options.connections_per_uid) return false;
+    if (live.size() >= limit) return false;
+    if (!is_privileged && unprivileged >= limit - reserved) return false;
+    live.emplace(fd, uid);
+    ++per_uid[uid];
+    if (!is_privileged) ++unprivileged;
+    return true;
+}
 
-        if (*request_context == nullptr) {
-            // Headers complete: refuse what can be refused before any body is read.
-            *request_context = conn;
-            conn->body.clear();
-            const std::string_view target(conn->target);
-            if (target.substr(0, target.find('?')) != "/") return refuse(mhd, *conn, TransportError::not_found);
-            const std::string_view verb(method);
-            if (verb != MHD_HTTP_METHOD_GET && verb != MHD_HTTP_METHOD_POST) {
-                return refuse(mhd, *conn, TransportError::method_not_allowed);
-            }
-            if (const char* length = MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
-                std::uint64_t declared = 0;
-                const std::string_view text(length);
-                const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), declared);
-                if (ec == std::errc::result_out_of_range || (ec == std::errc{} && declared > kMaxRequestBody)) {
-                    return refuse(mhd, *conn, TransportError::body_too_large);
-                }
-            }
-            return MHD_YES;
+void HttpTransport::Impl::release(int fd) {
+    const auto it = live.find(fd);
+    if (it == live.end()) return;
+    const uid_t uid = it->second;
+    live.erase(it);
+    if (auto held = per_uid.find(uid); held != per_uid.end() && --held->second == 0) per_uid.erase(held);
+    if (!privileged(uid)) --unprivileged;
+    if (live.empty()) all_closed.notify_all();
+}
+
+void HttpTransport::Impl::accept_loop() {
+    auto last_tick = Clock::now();
+    for (;;) {
+        pollfd fds[2] = {{listener.get(), POLLIN, 0}, {wake_read.get(), POLLIN, 0}};
+        const int ready = ::poll(fds, 2, 1000);
+        if (options.every_second && Clock::now() - last_tick >= std::chrono::seconds(1)) {
+            last_tick = Clock::now();
+            options.every_second();
         }
-
-        if (*upload_data_size != 0) {
-            if (conn->body.size() + *upload_data_size > kMaxRequestBody) {
-                // A chunked body that grew past the cap: answer if the server
-                // still allows it, and close the connection either way, without
-                // reading on.
-                conn->body.clear();
-                conn->body.shrink_to_fit();
-                refuse(mhd, *conn, TransportError::body_too_large);
-                return MHD_NO;
-            }
-            conn->body.append(upload_data, *upload_data_size);
-            *upload_data_size = 0;
-            return MHD_YES;
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            return;
         }
-
-        // Complete: from here on the time is ours, not the client's.
-        deadlines->request_received(conn);
-        Params params;
-        if (auto error = collect_params(mhd, *conn, params)) return refuse(mhd, *conn, *error);
-        ApiRequest request;
-        request.params = std::move(params);
-        conn->body.clear();
-        return send_response(mhd, handle(*conn->caller, request));
-    } catch (const std::exception&) {
-        // Out of memory or a handler that broke its promise: drop the
-        // connection rather than let anything unwind into libmicrohttpd.
-        return MHD_NO;
+        if (ready == 0) continue;
+        if ((fds[1].revents & POLLIN) != 0) return;
+        UniqueFd fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!fd) {
+            // Out of descriptors or memory: the pending connection stays
+            // ready, so wait a little rather than spin on it.
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+            continue;  // or the peer went away
+        }
+        ucred peer{};
+        socklen_t size = sizeof peer;
+        if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) continue;  // nobody to answer
+        try {
+            auto owned = std::make_shared<UniqueFd>(std::move(fd));
+            const int raw = owned->get();
+            {
+                std::lock_guard lock(mutex);
+                if (stopping) return;
+                if (!admit(raw, peer.uid)) continue;  // closed at once
+            }
+            try {
+                spawn_thread([this, owned, peer] { serve(std::move(*owned), peer); }).detach();
+            } catch (const std::exception&) {
+                // No thread: the connection is closed unserved.
+                std::lock_guard lock(mutex);
+                release(raw);
+                owned->reset();
+            }
+        } catch (const std::bad_alloc&) {
+            // Closed unserved.
+        }
     }
 }
 
-ParseOutcome HttpTransport::Impl::collect_params(MHD_Connection* mhd, Connection& conn, Params& params) {
-    const std::string_view target(conn.target);
-    if (const std::size_t question = target.find('?'); question != std::string_view::npos) {
-        std::string_view query = target.substr(question + 1);
-        query = query.substr(0, query.find('#'));
-        if (auto error = parse_form(query, params)) return error;
+// One connection, on its own thread: requests are read under the deadline,
+// answered one by one, until the client closes, a refusal ends it, or the
+// server stops.
+void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
+    const std::chrono::seconds limit(options.connection_timeout_s);
+    auto fresh_deadline = [&]() -> std::optional<Clock::time_point> {
+        if (limit.count() == 0) return std::nullopt;
+        return Clock::now() + limit;
+    };
+    try {
+        std::optional<Caller> caller;  // resolved at the first request
+        auto who = [&]() -> const Caller& {
+            // A failed lookup is tried again at the next request.
+            if (!caller || !caller->lookup_error.empty()) caller = Caller::from_ids(peer.uid, peer.gid);
+            return *caller;
+        };
+        auto answer = [&](const ApiResponse& response, bool close) {
+            const auto deadline = Clock::now() + std::max(limit, std::chrono::seconds(1));
+            return send_all(fd.get(), format_response(response, close), deadline);
+        };
+
+        HttpRequestReader reader;
+        std::optional<Clock::time_point> deadline = fresh_deadline();
+        char buffer[16 * 1024];
+        for (bool open = true; open;) {
+            switch (reader.advance()) {
+                case HttpRequestReader::State::need_more: {
+                    if (!wait_ready(fd.get(), POLLIN, deadline)) {
+                        open = false;  // too slow: cut without an answer
+                        break;
+                    }
+                    const ssize_t n = ::recv(fd.get(), buffer, sizeof buffer, 0);
+                    if (n > 0) {
+                        reader.append(std::string_view(buffer, static_cast<std::size_t>(n)));
+                    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                        // The client stopped sending: a request it cut short is
+                        // answered (its reading half may still be open).
+                        if (n == 0 && reader.partial()) {
+                            answer(reject(who(), TransportError::malformed_request), true);
+                        }
+                        open = false;
+                    }
+                    break;
+                }
+                case HttpRequestReader::State::head_ready: {
+                    const HttpRequest& request = reader.request();
+                    if (auto refused = refuse_head(request)) {
+                        answer(reject(who(), *refused), true);  // the body is not read
+                        open = false;
+                    } else if (request.expect_continue && request.minor_version == 1) {
+                        open = send_all(fd.get(), "HTTP/1.1 100 Continue\r\n\r\n", Clock::now() + limit);
+                    }
+                    break;
+                }
+                case HttpRequestReader::State::failed:
+                    answer(reject(who(), reader.error()), true);
+                    open = false;
+                    break;
+                case HttpRequestReader::State::complete: {
+                    // From here on the time is ours, not the client's.
+                    const HttpRequest& request = reader.request();
+                    ApiRequest call;
+                    const ApiResponse response = [&] {
+                        if (auto refused = request_params(request, call.params)) return reject(who(), *refused);
+                        return handle(who(), call);
+                    }();
+                    {
+                        std::lock_guard lock(mutex);
+                        if (stopping) open = false;
+                    }
+                    const bool keep = open && request.keep_alive;
+                    open = answer(response, !keep) && keep;
+                    reader.next();
+                    deadline = fresh_deadline();
+                    break;
+                }
+            }
+        }
+    } catch (const std::exception&) {
+        // Out of memory or a handler that broke its promise: the connection
+        // is dropped, nothing unwinds further.
     }
-    if (conn.body.empty()) return std::nullopt;
-    const std::string type = media_type(MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
-    if (type == "application/x-www-form-urlencoded") return parse_form(conn.body, params);
-    if (type == "application/json") return parse_json(conn.body, params);
-    return TransportError::unsupported_media;
+    // Hand the descriptor back under the lock, so that stop() never shuts
+    // down a number that has been reused.
+    std::lock_guard lock(mutex);
+    release(fd.get());
+    fd.reset();
 }
 
 void HttpTransport::Impl::close_socket_file() {
@@ -477,65 +383,6 @@ void HttpTransport::Impl::close_socket_file() {
     }
 }
 
-namespace {
-
-MHD_Result access_callback(void* cls, MHD_Connection* connection, const char* /*url*/, const char* method,
-                           const char* /*version*/, const char* upload_data, std::size_t* upload_data_size,
-                           void** request_context) {
-    return static_cast<HttpTransport::Impl*>(cls)->on_request(connection, method, upload_data, upload_data_size,
-                                                             request_context);
-}
-
-// libmicrohttpd hands the access callback a path it has already unescaped
-// leniently (and its parsed query arguments stop at a NUL); the raw target is
-// only seen here, so it is kept for our own strict parsing.
-void* uri_callback(void* /*cls*/, const char* uri, MHD_Connection* connection) {
-    if (Connection* conn = connection_state(connection)) {
-        try {
-            conn->target.assign(uri);
-        } catch (const std::bad_alloc&) {
-            conn->target.clear();
-        }
-    }
-    return nullptr;
-}
-
-void connection_callback(void* cls, MHD_Connection* connection, void** socket_context,
-                         MHD_ConnectionNotificationCode event) {
-    auto* self = static_cast<HttpTransport::Impl*>(cls);
-    if (event == MHD_CONNECTION_NOTIFY_STARTED) {
-        const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (info == nullptr) return;  // no state: its requests are dropped unanswered
-        auto* conn = new (std::nothrow) Connection;
-        if (conn == nullptr) return;
-        conn->fd = info->connect_fd;
-        ucred peer{};
-        socklen_t size = sizeof peer;
-        if (::getsockopt(conn->fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) == 0) conn->peer = peer;
-        *socket_context = conn;
-        try {
-            self->deadlines->add(conn);
-        } catch (const std::bad_alloc&) {
-            ::shutdown(conn->fd, SHUT_RDWR);  // unwatched connections are not served
-        }
-    } else if (event == MHD_CONNECTION_NOTIFY_CLOSED) {
-        auto* conn = static_cast<Connection*>(*socket_context);
-        if (conn == nullptr) return;
-        self->deadlines->remove(conn);
-        delete conn;
-        *socket_context = nullptr;
-    }
-}
-
-void completed_callback(void* cls, MHD_Connection* connection, void** /*request_context*/,
-                        MHD_RequestTerminationCode /*why*/) {
-    if (Connection* conn = connection_state(connection)) {
-        static_cast<HttpTransport::Impl*>(cls)->deadlines->response_sent(conn);
-    }
-}
-
-}  // namespace
-
 Result<std::unique_ptr<HttpTransport>> HttpTransport::start(const HttpTransportOptions& options, Handler handle,
                                                             Rejecter reject) {
     if (!handle || !reject) return make_error(Errc::invalid_argument, "admin transport needs a handler and a rejecter");
@@ -544,37 +391,27 @@ Result<std::unique_ptr<HttpTransport>> HttpTransport::start(const HttpTransportO
 
     auto impl = std::make_unique<Impl>();
     impl->options = options;
+    if (impl->options.privileged_uids.empty()) impl->options.privileged_uids = {0, ::geteuid()};
     impl->handle = std::move(handle);
     impl->reject = std::move(reject);
     impl->socket = std::move(*bound);
-    impl->deadlines = std::make_unique<RequestDeadlines>(std::chrono::seconds(options.connection_timeout_s));
-    impl->deadlines->start();
-
-    // libmicrohttpd owns the listening descriptor from here on and closes it
-    // when stopped.
-    const int listen_fd = impl->socket.fd.release();
-    const unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC;
-    // Its threads inherit the signal mask of the thread that creates them, so
-    // they are created from a thread that blocks the broker's signals.
-    MHD_Daemon* daemon = nullptr;
-    spawn_thread([&] {
-        daemon = MHD_start_daemon(flags, 0, nullptr, nullptr, &access_callback, impl.get(),
-                                  MHD_OPTION_LISTEN_SOCKET, listen_fd,
-                                  MHD_OPTION_CONNECTION_LIMIT, options.connection_limit,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, options.connection_timeout_s,
-                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<std::size_t>(64 * 1024),
-                                  MHD_OPTION_URI_LOG_CALLBACK, &uri_callback, nullptr,
-                                  MHD_OPTION_NOTIFY_CONNECTION, &connection_callback, impl.get(),
-                                  MHD_OPTION_NOTIFY_COMPLETED, &completed_callback, impl.get(),
-                                  MHD_OPTION_END);
-    }).join();
-    if (daemon == nullptr) {
-        impl->deadlines->stop();
+    impl->listener = std::move(impl->socket.fd);
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        const int err = errno;
+        impl->close_socket_file();
+        return make_error(Errc::io_error, fmt::format("cannot start serving the admin socket '{}': {}",
+                                                      options.socket_path, errno_text(err)));
+    }
+    impl->wake_read.reset(pipe_fds[0]);
+    impl->wake_write.reset(pipe_fds[1]);
+    try {
+        impl->acceptor = spawn_thread([self = impl.get()] { self->accept_loop(); });
+    } catch (const std::exception& e) {
         impl->close_socket_file();
         return make_error(Errc::io_error,
-                          fmt::format("cannot start serving the admin socket '{}'", options.socket_path));
+                          fmt::format("cannot start serving the admin socket '{}': {}", options.socket_path, e.what()));
     }
-    impl->daemon = daemon;
     return std::unique_ptr<HttpTransport>(new HttpTransport(std::move(impl)));
 }
 
@@ -583,15 +420,24 @@ HttpTransport::HttpTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 HttpTransport::~HttpTransport() { stop(); }
 
 void HttpTransport::stop() {
-    std::lock_guard lock(impl_->stop_mutex);
+    std::lock_guard stop_lock(impl_->stop_mutex);
     if (impl_->stopped) return;
     impl_->stopped = true;
-    // Joins the polling thread and every connection thread; they use the
-    // deadlines until the last connection is closed.
-    MHD_stop_daemon(impl_->daemon);
-    impl_->daemon = nullptr;
-    impl_->deadlines->stop();
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->stopping = true;
+    }
+    const char byte = 0;
+    while (::write(impl_->wake_write.get(), &byte, 1) < 0 && errno == EINTR) {
+    }
+    if (impl_->acceptor.joinable()) impl_->acceptor.join();
+    impl_->listener.reset();
     impl_->close_socket_file();
+    // Every connection thread sees its socket end and leaves; a call in
+    // progress finishes first.
+    std::unique_lock lock(impl_->mutex);
+    for (const auto& [fd, uid] : impl_->live) ::shutdown(fd, SHUT_RDWR);
+    impl_->all_closed.wait(lock, [&] { return impl_->live.empty(); });
 }
 
 // ---------------------------------------------------------------------------
@@ -614,6 +460,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(const AdminContext& cont
     HttpTransportOptions options;
     options.socket_path = context.config->admin_socket;
     options.socket_mode = context.config->admin_socket_mode;
+    options.every_second = [calls] { calls->flush_audit(); };
     auto transport = HttpTransport::start(
         options, [calls](const Caller& caller, const ApiRequest& request) { return calls->handle(caller, request); },
         [calls](const Caller& caller, TransportError error) { return calls->reject(caller, error); });
@@ -630,6 +477,7 @@ Result<std::size_t> AdminServer::reload_policy() { return impl_->api->reload_pol
 
 void AdminServer::stop() {
     if (impl_->transport) impl_->transport->stop();
+    impl_->api->flush_audit(true);
 }
 
 }  // namespace devcert

@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 #include <variant>
 
@@ -87,6 +90,9 @@ const char* transport_detail(TransportError error) {
         case TransportError::unsupported_media: return "unsupported content type";
         case TransportError::method_not_allowed: return "method not allowed";
         case TransportError::not_found: return "no such path";
+        case TransportError::malformed_request: return "malformed HTTP request";
+        case TransportError::unsupported_version: return "unsupported HTTP version";
+        case TransportError::head_too_large: return "request line and headers over 64 KiB";
     }
     return "refused by the transport";
 }
@@ -100,6 +106,9 @@ ApiError transport_api_error(TransportError error) {
         case TransportError::unsupported_media: return ApiError::unsupported_media_type;
         case TransportError::method_not_allowed: return ApiError::method_not_allowed;
         case TransportError::not_found: return ApiError::action_not_found;
+        case TransportError::malformed_request: return ApiError::parameter_invalid;
+        case TransportError::unsupported_version: return ApiError::parameter_invalid;
+        case TransportError::head_too_large: return ApiError::request_too_large;
     }
     return ApiError::parameter_invalid;
 }
@@ -117,15 +126,95 @@ struct CallRecord {
     json fields = json::object();
 };
 
+// Audit lines of refused calls, per uid and second: the first
+// kRefusedAuditLinesPerSecond are written, the rest counted by code into
+// one summary line when the second is over, so that a caller refused in a
+// loop cannot flood the broker log.
+class RefusalAudit {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    /// Whether the refusal of `caller` with `code` at `now` gets its own
+    /// line; `write` receives a summary line due before it.
+    template <typename Write>
+    bool admit(const Caller& caller, std::string_view code, Clock::time_point now, Write write) {
+        std::lock_guard lock(mutex_);
+        auto it = windows_.find(caller.uid);
+        if (it != windows_.end() && now - it->second.start >= std::chrono::seconds(1)) {
+            summarize(caller.uid, it->second, write);
+            windows_.erase(it);
+            it = windows_.end();
+        }
+        if (it == windows_.end()) {
+            if (windows_.size() >= kMaxTrackedUids) return true;  // never more than this many uids a second
+            it = windows_.emplace(caller.uid, Window{now, 0, {}, caller.describe()}).first;
+        }
+        Window& window = it->second;
+        if (window.logged < kRefusedAuditLinesPerSecond) {
+            ++window.logged;
+            return true;
+        }
+        ++window.suppressed[std::string(code)];
+        return false;
+    }
+
+    /// Writes the summaries of the seconds that are over (all when `all`)
+    /// and forgets them.
+    template <typename Write>
+    void flush(Clock::time_point now, bool all, Write write) {
+        std::lock_guard lock(mutex_);
+        for (auto it = windows_.begin(); it != windows_.end();) {
+            if (all || now - it->second.start >= std::chrono::seconds(1)) {
+                summarize(it->first, it->second, write);
+                it = windows_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+private:
+    static constexpr std::size_t kMaxTrackedUids = 4096;
+
+    struct Window {
+        Clock::time_point start;
+        unsigned logged = 0;
+        std::map<std::string, std::uint64_t, std::less<>> suppressed;  // code -> calls
+        std::string who;
+    };
+
+    template <typename Write>
+    static void summarize(uid_t, const Window& window, Write& write) {
+        if (window.suppressed.empty()) return;
+        std::uint64_t total = 0;
+        std::string counts;
+        for (const auto& [code, n] : window.suppressed) {
+            total += n;
+            counts += fmt::format(" {}={}", code, n);
+        }
+        write(fmt::format("devcert: admin {} | refused | - | {} more refused within 1 s, not logged one by one:{} | "
+                          "request_id=-",
+                          loggable(window.who), total, counts));
+    }
+
+    std::mutex mutex_;
+    std::unordered_map<uid_t, Window> windows_;
+};
+
 }  // namespace
 
 struct Api::Impl {
     AdminContext context;
+    SteadyClock clock;
     RateLimiter limiter;
+    RefusalAudit refusals;
     std::atomic<bool> trust_all{false};
 
-    Impl(const AdminContext& c, AccessPolicy p, unsigned rate, SteadyClock clock)
-        : context(c), limiter(rate, std::move(clock)), policy_(std::make_shared<const AccessPolicy>(std::move(p))) {}
+    Impl(const AdminContext& c, AccessPolicy p, unsigned rate, SteadyClock steady)
+        : context(c),
+          clock(steady ? std::move(steady) : SteadyClock([] { return std::chrono::steady_clock::now(); })),
+          limiter(rate, clock),
+          policy_(std::make_shared<const AccessPolicy>(std::move(p))) {}
 
     /// The policy a call runs under from start to end, even if a reload
     /// replaces it meanwhile.
@@ -172,6 +261,11 @@ void Api::Impl::run(const Caller& caller, const ApiRequest& request, CallRecord&
             call.retry_after_s = *wait;
             return fail(ApiError::throttled, fmt::format("over {} calls per second", context.config->admin_rate_limit));
         }
+    }
+    if (!trusted && !caller.lookup_error.empty()) {
+        // Part of the identity is missing: a Deny naming the missing part
+        // would not apply, so nothing is judged.
+        return fail(ApiError::permission_denied, caller.lookup_error);
     }
     if (op == nullptr) {
         if (action == nullptr) return fail(ApiError::action_not_found, "Action: missing");
@@ -223,7 +317,9 @@ ApiResponse Api::Impl::finish(const Caller& caller, CallRecord& call) noexcept {
 
         const std::string_view result = call.error ? api_error_info(*call.error).code : std::string_view("Success");
         if (context.counters != nullptr) context.counters->admin_call(call.operation, result);
-        if (context.audit) {
+        if (context.audit && (!call.error || refusals.admit(caller, result, clock(), [this](std::string line) {
+                                  context.audit(std::move(line));
+                              }))) {
             std::string outcome = call.error ? fmt::format("error {}", result) : std::string("ok");
             if (call.error && !call.detail.empty()) outcome += fmt::format(" ({})", loggable(call.detail));
             context.audit(fmt::format("devcert: admin {} | {} | {} | {} | request_id={}", loggable(caller.describe()),
@@ -263,6 +359,15 @@ Result<std::size_t> Api::reload_policy() {
     const std::size_t statements = fresh->statement_count();
     impl_->replace_policy(std::move(fresh).value());
     return statements;
+}
+
+void Api::flush_audit(bool all) noexcept {
+    if (!impl_->context.audit) return;
+    try {
+        impl_->refusals.flush(impl_->clock(), all, [this](std::string line) { impl_->context.audit(std::move(line)); });
+    } catch (...) {
+        // Out of memory: the summary is lost, the calls were counted.
+    }
 }
 
 void Api::set_trust_all(bool trust) noexcept { impl_->trust_all.store(trust, std::memory_order_relaxed); }

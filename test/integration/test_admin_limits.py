@@ -98,6 +98,38 @@ def test_transport_refusals_do_not_use_up_the_rate_limit(make_broker):
     assert call(broker, "GetStats").status == 200
 
 
+def test_2000_refused_calls_write_a_few_lines_and_a_summary_per_second_while_successes_are_all_audited(
+        make_broker):
+    import re
+    broker = make_broker(admin_socket=True, options={"admin_rate_limit": "1"}).start()
+    conn = KeepAlive(broker.admin_socket)
+    statuses = []
+    started = time.monotonic()
+    try:
+        for _ in range(2000):
+            statuses.append(conn.get("Action=GetStats&MqttInstanceId=local")[0])
+    finally:
+        conn.close()
+    elapsed = time.monotonic() - started
+    refused = statuses.count(429)
+    assert refused >= 2000 - elapsed - 2, (statuses.count(200), elapsed)
+    seconds = int(elapsed) + 2
+    # The summaries come once each second is over.
+    summary = re.compile(r"devcert: admin uid=0\(root\) \| refused \| - \| (\d+) more refused within 1 s, not "
+                         r"logged one by one: Throttling.User=(\d+) \| request_id=-")
+    wait_until(lambda: sum(int(m.group(1)) for m in summary.finditer(broker.log())) + len(
+        re.findall(r"\| GetStats \| - \| error Throttling.User", broker.log())) == refused, 5.0,
+        "every refusal to be in a line or a summary")
+    log = broker.log()
+    singles = re.findall(r"\| GetStats \| - \| error Throttling.User", log)
+    sums = summary.findall(log)
+    assert len(singles) <= 10 * seconds, (len(singles), elapsed)
+    assert 1 <= len(sums) <= seconds, (sums, elapsed)
+    assert all(total == throttled for total, throttled in sums)
+    # Every accepted call has its own line.
+    assert len(re.findall(r"\| GetStats \| - \| ok \|", log)) == statuses.count(200)
+
+
 def test_at_the_default_limit_the_501st_call_within_a_second_is_refused_and_another_uid_is_not(
         make_broker, tmp_path_factory):
     broker = make_broker(admin_socket=True, options={"admin_socket_mode": "0666",
@@ -208,23 +240,92 @@ def test_a_parameter_value_or_name_over_8_kib_is_refused(b):
 
 # ------------------------------------------------------- connection limits
 
-def test_connections_beyond_64_are_cut_at_once_and_the_socket_serves_again_when_they_go(b):
-    idle = []
+HOLD_SCRIPT = (
+    "import socket, sys, time\n"
+    "held, cut = [], 0\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+    "    held.append(s)\n"
+    "    try:\n"
+    "        s.sendall(b'GET /?Action=GetStats')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "time.sleep(0.5)\n"
+    "for s in held:\n"
+    "    s.setblocking(False)\n"
+    "    try:\n"
+    "        cut += s.recv(1) == b''\n"
+    "    except BlockingIOError:\n"
+    "        pass\n"
+    "    except OSError:\n"
+    "        cut += 1\n"
+    "print(len(held) - cut, cut, flush=True)\n"
+    "sys.stdin.read()\n")
+
+
+class HeldConnections:
+    """A process run as `uid` that opens `count` connections, each with an
+    incomplete request, and holds them until closed; `.held` and `.cut`
+    say how many the server kept and how many it closed at once."""
+
+    def __init__(self, broker, uid, count):
+        self.proc = subprocess.Popen(as_uid(["/usr/bin/python3", "-c", HOLD_SCRIPT, broker.admin_socket, str(count)],
+                                            uid), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().split()
+        assert len(line) == 2, line
+        self.held, self.cut = int(line[0]), int(line[1])
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def test_a_uid_holding_its_share_of_connections_is_cut_at_once_while_root_and_other_uids_are_served(b):
+    flood = HeldConnections(b, NOBODY, 64)
     try:
-        for _ in range(64):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(b.admin_socket)
-            s.sendall(b"GET /?Action=GetStats")  # incomplete: holds its slot
-            idle.append(s)
-        for _ in range(3):
-            started = time.monotonic()
-            answer = raw_exchange(b.admin_socket, get(b"Action=GetStats&MqttInstanceId=local"), timeout=5.0)
-            assert answer == b"", answer[:200]
-            # Cut as it is accepted, not left waiting for the slow-client timeout.
-            assert time.monotonic() - started < 2.0
+        # 16 connections per uid: the rest were closed as they were accepted.
+        assert (flood.held, flood.cut) == (16, 48)
+        started = time.monotonic()
+        # Root is served at once, and so is another ordinary uid (refused by
+        # the policy, but answered).
+        assert call(b, "GetStats").status == 200
+        assert call(b, "GetStats", uid=54321).code == "PermissionCheckFailed"
+        assert time.monotonic() - started < 2.0
+        # nobody's next connection is still cut at once, not left for 10 s.
+        more = HeldConnections(b, NOBODY, 1)
+        assert (more.held, more.cut) == (0, 1)
+        more.close()
     finally:
-        for s in idle:
-            s.close()
+        flood.close()
+    served(b)
+
+
+def test_ordinary_uids_together_cannot_take_the_slots_kept_for_root(b):
+    floods = []
+    try:
+        # 56 of the 64 slots are for every uid, 16 per uid; the last 8 are
+        # kept for root and the broker's own uid.
+        for uid in (NOBODY, 54321, 54322, 54323):
+            floods.append(HeldConnections(b, uid, 16))
+        assert [f.held for f in floods] == [16, 16, 16, 8]
+        late = HeldConnections(b, 54324, 1)
+        assert (late.held, late.cut) == (0, 1)
+        late.close()
+        held = []
+        try:
+            for _ in range(7):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(b.admin_socket)
+                s.sendall(b"GET /?Action=GetStats")
+                held.append(s)
+            # The 8th reserved slot serves root's call.
+            assert call(b, "GetStats").status == 200
+        finally:
+            for s in held:
+                s.close()
+    finally:
+        for f in floods:
+            f.close()
     served(b)
 
 

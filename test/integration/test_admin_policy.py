@@ -5,13 +5,16 @@ wildcards, Resource (instance) mismatch, principals by user name, uid and
 group, unknown users, and policy files that stop the broker at start-up."""
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from admin_helpers import (ADMINISTRATIVE_ACTION, NOBODY, UNNAMED_UID, USERS_GID, call, check_error_shape,
-                           connect5, ctl, ctl_error, device_record, module_broker, ok, store_snapshot,
+                           connect5, ctl, ctl_error, device_record, module_broker, ok, open_to_everyone,
+                           store_snapshot,
                            wait_online, wait_until)
 
 CA = "0c01"
@@ -191,6 +194,47 @@ def test_a_group_principal_lets_a_member_inactivate_and_the_caller_is_recorded(b
     # The group grants nothing beyond its two permissions.
     refused(b, "ActiveDeviceCertificate", "PermissionCheckFailed", GROUP_MEMBER, gid=USERS_GID,
             CaSn=CA, DeviceSn="b002")
+
+
+BIG_GROUP = "bigops"
+BIG_GID = 54350
+
+
+@pytest.fixture
+def big_group():
+    """A group "bigops" whose /etc/group line is over 64 KiB (2,000 long member
+    names, "nobody" last), removed afterwards. Needs root, as CI runs."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to edit /etc/group")
+    subprocess.run(["groupdel", BIG_GROUP], capture_output=True)
+    subprocess.run(["groupadd", "-g", str(BIG_GID), BIG_GROUP], check=True)
+    members = [f"member-with-a-rather-long-name-{k:05d}" for k in range(2000)] + ["nobody"]
+    lines = Path("/etc/group").read_text().splitlines()
+    fresh = [f"{BIG_GROUP}:x:{BIG_GID}:{','.join(members)}" if line.startswith(BIG_GROUP + ":") else line
+             for line in lines]
+    tmp = Path("/etc/group.devcert-test")
+    tmp.write_text("\n".join(fresh) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, "/etc/group")
+    assert len(next(line for line in fresh if line.startswith(BIG_GROUP + ":"))) > 64 * 1024
+    try:
+        yield BIG_GROUP
+    finally:
+        subprocess.run(["groupdel", BIG_GROUP], check=True)
+
+
+def test_a_deny_for_a_group_whose_entry_is_over_64_kib_applies(make_broker, tmp_path, pki, big_group):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Principal": {"uid": [0, NOBODY]}, "Action": "mq:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": {"group": [big_group]}, "Action": "mq:Delete*", "Resource": "*"}]}))
+    broker = make_broker(admin_socket=True, options={"admin_socket_mode": "0666", "admin_policy": str(policy)})
+    open_to_everyone(broker.start())
+    ok(broker, "RegisterDeviceCertificate", method="POST", DeviceContent=pki.device("b0b0").pem())
+    assert call(broker, "GetStats", uid=NOBODY).status == 200
+    reply = refused(broker, "DeleteDeviceCertificate", "PermissionCheckFailed", NOBODY, CaSn=CA, DeviceSn="b0b0")
+    assert reply.body["Detail"] == "uid=65534(nobody) lacks mq:DeleteDeviceCertificate", reply
+    assert device_record(broker, CA, "b0b0")["Status"] == "1"
 
 
 def test_a_uid_given_as_a_numeric_string_matches(b):

@@ -102,3 +102,169 @@ def test_malformed_and_oversized_requests_are_refused_and_the_broker_keeps_servi
     assert status == 413
     status, _ = curl(broker, "?Action=GetRegisterCode&MqttInstanceId=local")
     assert status == 200
+
+
+# ------------------------------------------------- one answer per request
+
+def exchange_to_end(path, request, timeout=5.0):
+    """Sends raw bytes, ends the sending half, and returns all the server
+    sent until it closed the connection."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    try:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    return data
+
+
+def http_responses(data):
+    """Splits `data` into HTTP/1.1 responses, checking that each is whole and
+    well-formed with a JSON body and that nothing else was sent: a list of
+    (status, headers, body)."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, data[:300]
+        lines = head.split(b"\r\n")
+        version, status, _ = lines[0].split(b" ", 2)
+        assert version == b"HTTP/1.1" and status.isdigit() and len(status) == 3, lines[0]
+        headers = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            assert colon and name.strip() == name and name, line
+            assert name.lower() not in headers, lines
+            headers[name.lower()] = value.strip()
+        assert headers[b"content-type"] == b"application/json", head
+        length = int(headers[b"content-length"])
+        assert len(rest) >= length, (head, rest)
+        body = json.loads(rest[:length])
+        assert isinstance(body, dict), body
+        out.append((int(status), headers, body))
+        data = rest[length:]
+    return out
+
+
+def post_with_length(length):
+    return (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+            + length + b"\r\n\r\nAction=GetStats&MqttInstanceId=local")
+
+
+GET = b"GET /?Action=GetStats&MqttInstanceId=local "
+MALFORMED = [
+    (post_with_length(b"5 5"), 400, "malformed HTTP request"),
+    (post_with_length(b"-1"), 400, "malformed HTTP request"),
+    (post_with_length(b"+5"), 400, "malformed HTTP request"),
+    (post_with_length(b"abc"), 400, "malformed HTTP request"),
+    (post_with_length(b"18446744073709551616"), 413, "request body over 64 KiB"),
+    (post_with_length(b"184467440737095516160000"), 413, "request body over 64 KiB"),
+    (GET + b"HTTP/1.1\r\nHost x\r\n\r\n", 400, "malformed HTTP request"),
+    (GET + b"HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400, "malformed HTTP request"),
+    (GET + b"HTTP/3.0\r\nHost: x\r\n\r\n", 400, "unsupported HTTP version"),
+    (GET + b"HTTP/1.1\r\nX: " + b"v" * (70 * 1024) + b"\r\n\r\n", 413, "request line and headers over 64 KiB"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n123456789\r\nxx", 413,
+     "request body over 64 KiB"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400,
+     "malformed HTTP request"),
+]
+
+
+def test_each_malformed_request_gets_exactly_one_well_formed_response_with_the_json_error(make_broker):
+    broker = make_broker(admin_socket=True).start()
+    for request, status, detail in MALFORMED:
+        responses = http_responses(exchange_to_end(broker.admin_socket, request))
+        assert len(responses) == 1, (request[:120], responses)
+        got_status, headers, body = responses[0]
+        assert (got_status, body["Code"], body["Detail"]) == (status, "ParameterFieldCheckFailed", detail), \
+            (request[:120], body)
+        assert len(body["RequestId"]) == 36
+        assert headers[b"connection"] == b"close"
+    status, body = curl(broker, "?Action=GetStats&MqttInstanceId=local")
+    assert status == 200
+
+
+def _post(content_type, body):
+    return (b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: " + content_type + b"\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def _chunked(body, size=13):
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[k:k + size]), body[k:k + size]) for k in range(0, len(body), size))
+    return (b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+
+
+SEEDS = [
+    GET + b"HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    _post(b"application/x-www-form-urlencoded", b"Action=GetCaCertificate&MqttInstanceId=local&Sn=0c01&X=%41"),
+    _post(b"application/json", b'{"Action":"GetCaCertificate","MqttInstanceId":"local"}'),
+    _chunked(b'{"Action":"GetStats","MqttInstanceId":"local"}'),
+    b"GET /?Action=GetStats&MqttInstanceId=local HTTP/1.0\r\n\r\n",
+]
+INTERESTING = [b"\r\n", b"\r", b"\n", b" ", b":", b"0", b"-", b"+", b"9" * 20, b"%", b"\x00", b"\xff", b"HTTP/1.1",
+               b"Content-Length: 5 5\r\n", b"Transfer-Encoding: chunked\r\n", b";", b"\t", b"{", b"}", b"\""]
+
+
+def mutate(rng, data):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(4)
+        at = rng.randrange(len(data) + 1)
+        if op == 0 and data:
+            data[min(at, len(data) - 1)] = rng.randrange(256)
+        elif op == 1:
+            data[at:at] = rng.choice(INTERESTING)
+        elif op == 2 and data:
+            del data[at:at + rng.randint(1, 8)]
+        else:
+            piece = bytes(data[rng.randrange(len(data)):][:rng.randint(1, 16)])
+            data[at:at] = piece
+    return bytes(data)
+
+
+def test_20000_mutated_requests_each_get_only_well_formed_json_responses(make_broker):
+    import random
+    import threading
+    import time
+    broker = make_broker(admin_socket=True).start()
+    rng = random.Random(20000)
+    requests = [mutate(rng, rng.choice(SEEDS)) for _ in range(20000)]
+    failures, lock = [], threading.Lock()
+
+    def worker(part):
+        for request in part:
+            data = exchange_to_end(broker.admin_socket, request)
+            try:
+                responses = http_responses(data)
+                assert responses, "no answer"
+                if responses[0][1].get(b"connection") == b"close":
+                    assert len(responses) == 1
+            except (AssertionError, ValueError, KeyError, IndexError) as e:
+                with lock:
+                    failures.append((request[:200], data[:300], repr(e)))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(requests[k::8],)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    assert not failures, (len(failures), failures[:5])
+    assert elapsed < 60, elapsed
+    assert broker.proc.poll() is None
+    status, _ = curl(broker, "?Action=GetStats&MqttInstanceId=local")
+    assert status in (200, 429)

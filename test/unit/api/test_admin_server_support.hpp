@@ -169,6 +169,9 @@ inline const char* transport_error_name(TransportError error) {
         case TransportError::unsupported_media: return "unsupported_media";
         case TransportError::method_not_allowed: return "method_not_allowed";
         case TransportError::not_found: return "not_found";
+        case TransportError::malformed_request: return "malformed_request";
+        case TransportError::unsupported_version: return "unsupported_version";
+        case TransportError::head_too_large: return "head_too_large";
     }
     return "?";
 }

@@ -55,6 +55,24 @@ TEST_CASE("an explicit Deny wins over the group's Allow", "[api][access]") {
     CHECK(reply.code() == "PermissionCheckFailed");
 }
 
+TEST_CASE("a caller whose identity lookup failed is refused whatever the policy allows, audited once",
+          "[api][access]") {
+    ApiFixture f(kPolicy);
+    Caller partial = ops;  // in mqtt-admins, which may do everything here
+    partial.groups = {"ops"};
+    partial.lookup_error = "group lookup for gid 2000 failed: Input/output error";
+    const auto before = f.audit().size();
+    const auto reply = f.call({{"Action", "GetStats"}, {"MqttInstanceId", "local"}}, partial);
+    CHECK(reply.status == 403);
+    CHECK(reply.code() == "PermissionCheckFailed");
+    CHECK(reply.body.at("Detail") == "group lookup for gid 2000 failed: Input/output error");
+    const auto lines = f.audit();
+    REQUIRE(lines.size() == before + 1);
+    CHECK(lines.back().find("uid=1000(ops) | GetStats | - | error PermissionCheckFailed (group lookup for gid 2000 "
+                            "failed: Input/output error)") != std::string::npos);
+    CHECK(f.counters.admin_calls("GetStats", "PermissionCheckFailed") == 1);
+}
+
 TEST_CASE("a caller allowed only on another instance is MqttOwnerCheckError", "[api][access]") {
     ApiFixture f(kPolicy);
     const auto reply = f.call(inactivate(), stranger);
@@ -229,6 +247,56 @@ TEST_CASE("transport refusals are answered, counted and audited like calls", "[a
     }
     CHECK(f.counters.admin_calls("unknown", "ParameterFieldCheckFailed") == 4);
     CHECK(f.audit().size() == std::size(cases));
+}
+
+TEST_CASE("refusals beyond 10 a second per uid are summed into one line per uid and second; successes never are",
+          "[api][access][audit]") {
+    ApiFixture f(kPolicy);
+    const auto stats = Params{{"Action", "GetStats"}, {"MqttInstanceId", "local"}};
+    for (int i = 0; i < 5; ++i) REQUIRE(f.call(stats, viewer).status == 200);
+    // 2,000 refusals within the same instant: 495 PermissionCheckFailed
+    // until the bucket of 500 is empty, then Throttling.User.
+    for (int i = 0; i < 2000; ++i) REQUIRE(f.call(inactivate(), viewer).status >= 400);
+    for (int i = 0; i < 3; ++i) REQUIRE(f.call({{"Action", "Nope"}}, ops).status == 404);
+    for (int i = 0; i < 5; ++i) REQUIRE(f.call(stats, viewer).status == 429);
+    auto lines = f.audit();
+    const auto count = [&](std::string_view what) {
+        return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(what) != std::string::npos; });
+    };
+    CHECK(lines.size() == 5 + 10 + 3);
+    CHECK(count("uid=1001(viewer) | GetStats | - | ok") == 5);
+    CHECK(count("uid=1001(viewer) | InactivateDeviceCertificate") == 10);
+    CHECK(count("uid=1000(ops)") == 3);
+    CHECK(f.counters.admin_calls("InactivateDeviceCertificate", "PermissionCheckFailed") == 495);
+    CHECK(f.counters.admin_calls("InactivateDeviceCertificate", "Throttling.User") == 1505);
+
+    f.api->flush_audit();  // the second is not over: nothing yet
+    CHECK(f.audit().size() == lines.size());
+    f.now += 1s;
+    f.api->flush_audit();
+    lines = f.audit();
+    REQUIRE(lines.size() == 5 + 10 + 3 + 1);
+    CHECK(lines.back() == "devcert: admin uid=1001(viewer) | refused | - | 1995 more refused within 1 s, not logged "
+                          "one by one: PermissionCheckFailed=485 Throttling.User=1510 | request_id=-");
+    CHECK(std::count(lines.back().begin(), lines.back().end(), '|') == 4);
+
+    // A new second: its own lines again, and accepted calls are never summed.
+    for (int i = 0; i < 20; ++i) (void)f.call({{"Action", "Nope"}}, viewer);
+    for (int i = 0; i < 20; ++i) REQUIRE(f.call(stats, viewer).status == 200);
+    CHECK(f.audit().size() == lines.size() + 10 + 20);
+}
+
+TEST_CASE("a uid's summary is written before its next refusal once its second is over", "[api][access][audit]") {
+    ApiFixture f(kPolicy);
+    for (int i = 0; i < 12; ++i) (void)f.call({{"Action", "Nope"}}, viewer);
+    CHECK(f.audit().size() == 10);
+    f.now += 1500ms;
+    (void)f.call({{"Action", "Nope"}}, viewer);
+    const auto lines = f.audit();
+    REQUIRE(lines.size() == 12);
+    CHECK(lines[10].find("| refused | - | 2 more refused within 1 s, not logged one by one: InvalidAction.NotFound=2 |") !=
+          std::string::npos);
+    CHECK(lines[11].find("| unknown | action=Nope | error InvalidAction.NotFound") != std::string::npos);
 }
 
 TEST_CASE("trusting all callers skips the policy and the rate limit and marks the change log", "[api][access]") {
