@@ -270,13 +270,9 @@ int refuse(PluginState& state, mosquitto* client, const char* id, std::string_vi
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s", id,
                              len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why));
     }
-    try {
-        // The re-check after a reload refuses clients that are connected:
-        // the broker drops them, and they must not stay in the table.
-        state.clients.remove(client);
-        state.clients.forget(id);
-    } catch (...) {
-    }
+    // The re-check after a reload refuses clients that are connected (the
+    // broker drops them) and offline sessions: neither may stay in the table.
+    state.clients.erase(client);
     return MOSQ_ERR_AUTH;
 }
 
@@ -306,11 +302,24 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
     const char* id = client_id_of(client);
     X509Ptr cert(static_cast<X509*>(mosquitto_client_certificate(client)));
     if (!cert) {
-        // During the re-check after a reload a missing certificate means an
-        // offline durable session (no socket): one we accepted stays.
-        if (state.reload_recheck && state.clients.accepted_before(id)) return MOSQ_ERR_SUCCESS;
+        // During the re-check after a reload, the offline session (no
+        // socket, so no certificate) of a device this plugin accepted with
+        // its certificate stays: refused, Mosquitto 2.0 would add it to its
+        // session expiry list a second time. Only that very session, at the
+        // same pointer under the same id: the plugin never vouches for a
+        // client it did not authenticate by certificate itself.
+        if (state.reload_recheck && state.clients.vouches_for_offline(client, id)) return MOSQ_ERR_SUCCESS;
+        // Whatever the table held for this pointer was a session the broker
+        // has freed since.
+        state.clients.erase(client);
         if (state.config.no_certificate == NoCertificate::defer) return MOSQ_ERR_PLUGIN_DEFER;
         return refuse(state, client, id, "-", "-", Refusal::no_certificate);
+    }
+    // A connected client already in the table is being re-checked; at any
+    // other entry for this pointer the broker has freed its session, and
+    // this is a new connection.
+    if (const ClientEntry* known = state.clients.find(client); known != nullptr && !known->connected) {
+        state.clients.erase(client);
     }
 
     Verdict v;

@@ -76,3 +76,44 @@ TEST_CASE("a kicked device's offline session is not kept by a later reload", "[g
     plugin.broker().reload();
     CHECK(plugin.broker().basic_auth(&c) == MOSQ_ERR_AUTH);
 }
+
+TEST_CASE("a client without a certificate that reuses a device's client id follows no_certificate on the re-check",
+          "[glue][reload]") {
+    const auto policy = GENERATE(std::string("defer"), std::string("deny"));
+    const int expected = policy == "deny" ? MOSQ_ERR_AUTH : MOSQ_ERR_PLUGIN_DEFER;
+    glue::Plugin plugin(devcert::OptionList{{"no_certificate", policy}});
+    auto dev = pki().device("d206", "sensor-206", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    {
+        mosquitto device("sensor-1", dev.cert.get());
+        REQUIRE(plugin.broker().basic_auth(&device) == MOSQ_ERR_SUCCESS);
+        plugin.broker().disconnect(&device);
+    }  // the device's session ends with it
+    // A password client takes the same client id; the password file decides.
+    mosquitto user("sensor-1", nullptr);
+    REQUIRE(plugin.broker().basic_auth(&user) == expected);
+
+    plugin.broker().reload();
+    CHECK(plugin.broker().basic_auth(&user) == expected);
+    plugin.broker().tick();
+    CHECK(plugin.broker().basic_auth(&user) == expected);
+}
+
+TEST_CASE("the re-check vouches only for the very session the device opened, not for its client id",
+          "[glue][reload]") {
+    glue::Plugin plugin;
+    auto dev = pki().device("d207", "sensor-207", pki().ca);
+    plugin.register_device(dev, kCaSn, CertStatus::active);
+    mosquitto device("shared-id", dev.cert.get());
+    REQUIRE(plugin.broker().basic_auth(&device) == MOSQ_ERR_SUCCESS);
+    plugin.broker().disconnect(&device);  // durable: the session stays offline
+    // Another context with the same id, as a password client would be
+    // (the broker keeps one session per id; the stub does not need to).
+    mosquitto user("shared-id", nullptr);
+    REQUIRE(plugin.broker().basic_auth(&user) == MOSQ_ERR_PLUGIN_DEFER);
+
+    plugin.broker().reload();
+    CHECK(plugin.broker().basic_auth(&device) == MOSQ_ERR_SUCCESS);
+    CHECK(plugin.broker().basic_auth(&user) == MOSQ_ERR_PLUGIN_DEFER);
+    plugin.broker().tick();
+}
