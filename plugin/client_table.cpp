@@ -6,6 +6,14 @@
 
 namespace devcert::plugin {
 
+namespace {
+// MQTT 5 sessions last as long as their expiry interval, which Mosquitto 2.0
+// does not tell plugins; an MQTT 3.1.1 session only without a clean session.
+bool session_may_persist(const mosquitto* client) noexcept {
+    return mosquitto_client_protocol_version(client) == 5 || !mosquitto_client_clean_session(client);
+}
+}  // namespace
+
 void ClientTable::drop_id(const mosquitto* client, const ClientEntry& e) noexcept {
     // After a takeover the id may already belong to another client.
     if (auto id = by_id_.find(e.client_id); id != by_id_.end() && id->second == client) by_id_.erase(id);
@@ -22,7 +30,10 @@ void ClientTable::accept(const mosquitto* client, std::string_view client_id, st
     auto [it, added] = by_client_.try_emplace(client);
     ClientEntry& e = it->second;
     if (!added) {
-        if (e.connected && e.client_id == client_id && e.ca_sn == ca_sn && e.device_sn == device_sn) return;
+        if (e.connected && e.client_id == client_id && e.ca_sn == ca_sn && e.device_sn == device_sn) {
+            e.seen = generation_;
+            return;
+        }
         if (e.connected) {
             if (!e.ca_sn.empty()) online_.remove(e.ca_sn, e.device_sn);
             --connected_;
@@ -33,6 +44,7 @@ void ClientTable::accept(const mosquitto* client, std::string_view client_id, st
     e.ca_sn.assign(ca_sn);
     e.device_sn.assign(device_sn);
     e.connected = true;
+    e.seen = generation_;
     ++connected_;
     if (!e.ca_sn.empty()) online_.add(e.ca_sn, e.device_sn);
     by_id_.insert_or_assign(e.client_id, client);
@@ -48,9 +60,18 @@ bool ClientTable::remove(const mosquitto* client) {
         erase(client);
         return true;
     }
+    // After a takeover the id already belongs to the new client, and the
+    // broker frees this session; a clean MQTT 3.1.1 session ends here.
+    auto id = by_id_.find(e.client_id);
+    const bool taken_over = id == by_id_.end() || id->second != client;
+    if (taken_over || !session_may_persist(client)) {
+        erase(client);
+        return true;
+    }
     if (!e.ca_sn.empty()) online_.remove(e.ca_sn, e.device_sn);
     --connected_;
     e.connected = false;
+    e.seen = generation_;
     return true;
 }
 
@@ -83,11 +104,33 @@ bool ClientTable::connected_as(std::string_view client_id, std::string_view ca_s
     return e != nullptr && e->connected && e->ca_sn == ca_sn && e->device_sn == device_sn;
 }
 
-bool ClientTable::vouches_for_offline(const mosquitto* client, std::string_view client_id) const noexcept {
+bool ClientTable::vouches_for_offline(const mosquitto* client, std::string_view client_id) noexcept {
     auto it = by_client_.find(client);
     if (it == by_client_.end()) return false;
-    const ClientEntry& e = it->second;
-    return !e.connected && e.client_id == client_id;
+    ClientEntry& e = it->second;
+    if (e.connected || e.client_id != client_id) return false;
+    e.seen = generation_;
+    return true;
+}
+
+void ClientTable::begin_recheck() noexcept {
+    end_recheck();
+    ++generation_;
+    recheck_pending_ = true;
+}
+
+void ClientTable::end_recheck() noexcept {
+    if (!recheck_pending_) return;
+    recheck_pending_ = false;
+    for (auto it = by_client_.begin(); it != by_client_.end();) {
+        const ClientEntry& e = it->second;
+        if (e.connected || e.seen >= generation_) {
+            ++it;
+            continue;
+        }
+        drop_id(it->first, e);
+        it = by_client_.erase(it);
+    }
 }
 
 std::size_t kick_clients(PluginState& state, const std::vector<KickTarget>& targets) noexcept {

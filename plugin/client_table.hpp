@@ -8,14 +8,20 @@
 // session): the re-check after a reload asks about offline sessions too,
 // and only for the very session the plugin accepted with a certificate does
 // it answer yes (see vouches_for_offline()). An entry goes when that
-// session cannot exist any more: another connection takes its client id or
-// its pointer, a kick, a refusal.
+// session cannot exist any more: a clean MQTT 3.1.1 session ends, another
+// connection takes its client id or its pointer, a kick, a refusal, or a
+// re-check after a reload does not see it. Mosquitto 2.0 tells a plugin
+// nothing when an MQTT 5 session ends: such entries stay until their
+// pointer is another client's (the allocator soon reuses it) or the next
+// reload, so the table holds the sessions the broker holds plus the MQTT 5
+// sessions that ended since the last reload at pointers not reused yet.
 //
 // Broker thread only. Kicks re-enter the DISCONNECT callback, which edits
 // the table: kick_clients() never iterates the table while kicking.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -32,6 +38,7 @@ struct ClientEntry {
     std::string ca_sn;      ///< "" when accepted on a store error (device unresolved)
     std::string device_sn;
     bool connected = true;
+    std::uint64_t seen = 0;  ///< reload generation that last saw this entry
 };
 
 struct StringHash {
@@ -49,7 +56,9 @@ public:
     void accept(const mosquitto* client, std::string_view client_id, std::string_view ca_sn,
                 std::string_view device_sn);
     /// DISCONNECT: the client's connection ended. Its entry stays, offline,
-    /// if the session may outlive the connection; false if not in the table.
+    /// if the session may outlive the connection (MQTT 5, or MQTT 3.1.1
+    /// without a clean session) and was not taken over; false if not in
+    /// the table.
     bool remove(const mosquitto* client);
     /// Forgets the entry of this client, connected or offline.
     void erase(const mosquitto* client) noexcept;
@@ -75,7 +84,13 @@ public:
     /// During a re-check, a client without a certificate: true only for the
     /// offline session this plugin accepted with a certificate at this very
     /// pointer, under this client id.
-    bool vouches_for_offline(const mosquitto* client, std::string_view client_id) const noexcept;
+    bool vouches_for_offline(const mosquitto* client, std::string_view client_id) noexcept;
+    /// A reload's re-check starts.
+    void begin_recheck() noexcept;
+    /// After the re-check (at the next connection, or the next reload):
+    /// forgets the offline sessions it did not see, which the broker no
+    /// longer holds. Cheap when there is nothing to do.
+    void end_recheck() noexcept;
 
 private:
     void drop_id(const mosquitto* client, const ClientEntry& e) noexcept;
@@ -84,6 +99,8 @@ private:
     std::unordered_map<const mosquitto*, ClientEntry> by_client_;
     std::unordered_map<std::string, const mosquitto*, StringHash, std::equal_to<>> by_id_;
     std::size_t connected_ = 0;
+    std::uint64_t generation_ = 0;  ///< reloads so far
+    bool recheck_pending_ = false;  ///< a re-check happened and end_recheck() has not run
 };
 
 /// A connected client to disconnect, and why (for the log line).

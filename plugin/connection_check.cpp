@@ -299,6 +299,7 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
     // Without ticks (per_listener_settings true on 2.0.11) this is the only
     // place queued lines can reach the log.
     state.deferred.drain();
+    if (!state.reload_recheck) state.clients.end_recheck();
     const char* id = client_id_of(client);
     X509Ptr cert(static_cast<X509*>(mosquitto_client_certificate(client)));
     if (!cert) {

@@ -50,6 +50,7 @@ TEST_CASE("an offline durable session we accepted survives the re-check after a 
     auto dev = pki().device("d204", "sensor-204", pki().ca);
     plugin.register_device(dev, kCaSn, CertStatus::active);
     mosquitto c("durable", dev.cert.get());
+    c.protocol_version = 5;
     REQUIRE(plugin.broker().basic_auth(&c) == MOSQ_ERR_SUCCESS);
     plugin.broker().disconnect(&c);  // the session stays, its socket is gone
     mosquitto stranger("never-seen", nullptr);
@@ -105,6 +106,7 @@ TEST_CASE("the re-check vouches only for the very session the device opened, not
     auto dev = pki().device("d207", "sensor-207", pki().ca);
     plugin.register_device(dev, kCaSn, CertStatus::active);
     mosquitto device("shared-id", dev.cert.get());
+    device.clean_session = false;
     REQUIRE(plugin.broker().basic_auth(&device) == MOSQ_ERR_SUCCESS);
     plugin.broker().disconnect(&device);  // durable: the session stays offline
     // Another context with the same id, as a password client would be
