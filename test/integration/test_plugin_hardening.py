@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from devcert_harness import raw_connect_v311, tls_context
+from devcert_harness import RawMqtt5, raw_connect_v311, tls_context
 
 CONNACK_V3_ACCEPTED = b"\x20\x02\x00\x00"
 
@@ -156,3 +156,75 @@ def test_thousands_of_fresh_client_ids_leave_the_broker_rss_flat(admin_broker, p
     grown = samples[-1] - samples[0]
     assert grown < 512, f"VmRSS grew {grown} KiB over 2,000 fresh client ids: {samples}"
     assert broker.counters()["connections_accepted"] >= 2500
+
+
+# ----------------------------------------------------- 9: wake-up signal
+
+SIGURG_OWNER = r"""
+#include <signal.h>
+static void owner(int signo) { (void)signo; }
+/* What a Go runtime in another plugin does: SIGURG is its own. */
+__attribute__((constructor)) static void take_sigurg(void) {
+    struct sigaction a = {0};
+    a.sa_handler = owner;
+    sigemptyset(&a.sa_mask);
+    a.sa_flags = SA_RESTART;
+    sigaction(SIGURG, &a, 0);
+}
+"""
+
+
+def with_preload(broker, library):
+    environment = broker.environment
+
+    def env():
+        e = environment()
+        e["LD_PRELOAD"] = ":".join(p for p in (e.get("LD_PRELOAD"), library) if p)
+        return e
+    broker.environment = env
+    return broker
+
+
+def test_start_up_is_refused_when_another_library_owns_the_wake_up_signal(make_broker, tmp_path):
+    source = tmp_path / "sigurg_owner.c"
+    source.write_text(SIGURG_OWNER)
+    library = tmp_path / "libsigurg_owner.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+
+    b = with_preload(make_broker(), str(library))
+    b.start(expect_ready=False)
+    assert b.wait_exit() != 0, b.log()
+    lines = [line for line in b.log().splitlines() if line.startswith("devcert:")]
+    assert lines[-1] == ("devcert: plugin_opt_wakeup_signal: SIGURG already has a handler in this process "
+                         "(another plugin or library installed one); it is left alone: set "
+                         "plugin_opt_wakeup_signal to a signal nothing else uses (e.g. RTMIN+2) or "
+                         "plugin_opt_wakeup_signal off")
+
+    # The fix the line names works.
+    fixed = with_preload(make_broker(options={"wakeup_signal": "RTMIN+2"}), str(library)).start()
+    assert fixed.wait_for_log("wake-up signal RTMIN+2") or fixed.wait_for_log("wake-up signal real-time")
+
+
+def test_kicks_still_wake_the_broker_at_once_with_sa_restart(make_broker, pki):
+    """SA_RESTART does not restart epoll_wait (signal(7)): the kick must
+    still come well before the 100 ms an idle broker waits for its tick."""
+    b = make_broker(admin_socket=True).start()
+    dev = pki.device("f090", "sensor-f090")
+    latencies = []
+    for i in range(7):
+        c = RawMqtt5(b, dev, f"wake-{i}")
+        assert c.connack == 0
+        if i == 0:
+            assert b.wait_for_log("registered DeviceSn f090")
+        time.sleep(0.15)  # the broker is idle, in epoll_wait
+        try:
+            b.admin("InactivateDeviceCertificate", CaSn="0c01", DeviceSn="f090")
+            answered = time.monotonic()
+            assert c.wait_disconnect(5) == 0x98
+            latencies.append((time.monotonic() - answered) * 1000)
+        finally:
+            c.close()
+        b.admin("ActiveDeviceCertificate", CaSn="0c01", DeviceSn="f090")
+    latencies.sort()
+    print(f"kick latency after the admin answer (ms): {[round(x, 2) for x in latencies]}")
+    assert latencies[len(latencies) // 2] < 20, latencies
