@@ -228,3 +228,97 @@ def test_kicks_still_wake_the_broker_at_once_with_sa_restart(make_broker, pki):
     latencies.sort()
     print(f"kick latency after the admin answer (ms): {[round(x, 2) for x in latencies]}")
     assert latencies[len(latencies) // 2] < 20, latencies
+
+
+# ------------------------------------------- 3: names that become usernames
+
+def mint_device(pki, serial_hex, name_attributes):
+    """A device certificate of the registered CA whose subject is exactly
+    the attributes given (any string type, any length, NULs included),
+    minted with the cryptography package, which openssl's CLI cannot do."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from devcert_harness import Cert
+
+    c = Cert(pki.dir, f"named-{serial_hex}", serial_hex)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.pem().encode())
+    ca_key = serialization.load_pem_private_key(open(pki.ca.key, "rb").read(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.datetime(2020, 1, 1)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name(name_attributes))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(int(serial_hex, 16))
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=7300))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    open(c.cert, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+    open(c.key, "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    return c
+
+
+def cn(value, asn1_type=None):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    if asn1_type is None:
+        return x509.NameAttribute(NameOID.COMMON_NAME, value, _validate=False)
+    return x509.NameAttribute(NameOID.COMMON_NAME, value, asn1_type, _validate=False)
+
+
+def connected_as(broker, client_id, username):
+    return broker.wait_for_log(f"as {client_id} (p2, c1, k60, u'{username}')")
+
+
+def test_a_common_name_with_a_nul_is_refused_not_cut_into_another_device_s_username(admin_broker, pki):
+    broker = admin_broker
+    victim = pki.device("f101", "victim-sensor")
+    assert raw_connect_v311(broker, victim, "victim") == CONNACK_V3_ACCEPTED
+    assert connected_as(broker, "victim", "victim-sensor")
+
+    forged = mint_device(pki, "f102", [cn("victim-sensor\x00suffix")])
+    assert raw_connect_v311(broker, forged, "forged") == b"\x20\x02\x00\x05"
+    assert broker.wait_for_log("refused client 'forged' (CaSn 0c01, DeviceSn f102): bad certificate "
+                               "(common name contains a NUL character)")
+    assert "as forged (" not in broker.log()
+    counters = broker.counters()
+    assert counters["connections_refused.bad_certificate"] == 1
+    assert counters["connections_accepted"] == 1
+
+
+def test_common_names_in_other_string_types_and_long_names_are_kept_whole(admin_broker, pki):
+    from cryptography.x509.name import _ASN1Type
+    broker = admin_broker
+    bmp = mint_device(pki, "f111", [cn("sensor-\u00e9", _ASN1Type.BMPString)])
+    assert raw_connect_v311(broker, bmp, "bmp") == CONNACK_V3_ACCEPTED
+    assert connected_as(broker, "bmp", "sensor-\u00e9")
+
+    prefix = "n" * 300
+    one = mint_device(pki, "f112", [cn(prefix + "-one")])
+    two = mint_device(pki, "f113", [cn(prefix + "-two")])
+    assert raw_connect_v311(broker, one, "long-one") == CONNACK_V3_ACCEPTED
+    assert raw_connect_v311(broker, two, "long-two") == CONNACK_V3_ACCEPTED
+    assert connected_as(broker, "long-one", prefix + "-one")
+    assert connected_as(broker, "long-two", prefix + "-two")
+
+
+def test_long_subjects_are_kept_whole_in_subject_mode(make_broker, pki):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    broker = make_broker(admin_socket=True, options={"username": "subject"}).start()
+    units = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"unit-{i}-of-a-rather-long-subject")
+             for i in range(10)]
+    dev = mint_device(pki, "f121", [cn("sensor-f121")] + units)
+    assert raw_connect_v311(broker, dev, "long-subject") == CONNACK_V3_ACCEPTED
+    expected = ",".join([f"OU=unit-{i}-of-a-rather-long-subject" for i in reversed(range(10))] + ["CN=sensor-f121"])
+    assert len(expected) > 255
+    assert connected_as(broker, "long-subject", expected)
