@@ -333,36 +333,60 @@ const char* username_for(X509* cert, const Verdict& v, UsernameMode mode, Userna
     return nullptr;
 }
 
-int accept(PluginState& state, mosquitto* client, const char* id, const Verdict& v, const UsernameBuffer& name,
-           bool device_known) noexcept {
-    if (state.config.username != UsernameMode::keep && mosquitto_set_username(client, name.c_str()) != MOSQ_ERR_SUCCESS) {
-        log(LogLevel::error, "cannot set the username of client '{}'", id);
+// What a BASIC_AUTH call is: a client connecting, or the broker's re-check
+// of a session it holds after a reload (which is not a connection: it is
+// counted and logged as what it is).
+struct Check {
+    PluginState& state;
+    mosquitto* client;
+    const char* id;
+    bool recheck;
+};
+
+int accept(const Check& c, const Verdict& v, const UsernameBuffer& name, bool device_known) noexcept {
+    PluginState& state = c.state;
+    if (state.config.username != UsernameMode::keep &&
+        mosquitto_set_username(c.client, name.c_str()) != MOSQ_ERR_SUCCESS) {
+        log(LogLevel::error, "cannot set the username of client '{}'", c.id);
         return MOSQ_ERR_NOMEM;
     }
     try {
-        state.clients.accept(client, id, device_known ? ca_of(v) : std::string_view{}, device_of(v));
+        state.clients.accept(c.client, c.id, device_known ? ca_of(v) : std::string_view{}, device_of(v));
     } catch (...) {
-        log(LogLevel::error, "out of memory recording client '{}': it cannot be kicked", id);
+        log(LogLevel::error, "out of memory recording client '{}': it cannot be kicked", c.id);
+    }
+    if (c.recheck) {
+        state.counters.reload_sessions_kept.fetch_add(1, std::memory_order_relaxed);
+        mosquitto_log_printf(MOSQ_LOG_DEBUG, "devcert: reload re-check: kept client '%s' (CaSn %.*s, DeviceSn %.*s)",
+                             c.id, len_of(ca_of(v)), v.ca_sn, len_of(device_of(v)), v.device_sn);
+        return MOSQ_ERR_SUCCESS;
     }
     state.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
-    mosquitto_log_printf(MOSQ_LOG_INFO, "devcert: accepted client '%s' (CaSn %.*s, DeviceSn %.*s)", id,
+    mosquitto_log_printf(MOSQ_LOG_INFO, "devcert: accepted client '%s' (CaSn %.*s, DeviceSn %.*s)", c.id,
                          len_of(ca_of(v)), v.ca_sn, len_of(device_of(v)), v.device_sn);
     return MOSQ_ERR_SUCCESS;
 }
 
-int refuse(PluginState& state, mosquitto* client, const char* id, std::string_view ca, std::string_view dev,
-           Refusal why, const char* detail = nullptr) noexcept {
-    state.counters.refused(why);
+int refuse(const Check& c, std::string_view ca, std::string_view dev, Refusal why,
+           const char* detail = nullptr) noexcept {
+    PluginState& state = c.state;
+    const char* what = "refused client";
+    if (c.recheck) {
+        state.counters.reload_sessions_refused.fetch_add(1, std::memory_order_relaxed);
+        what = "reload re-check: refused client";
+    } else {
+        state.counters.refused(why);
+    }
     if (detail != nullptr) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s (%s)", id,
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: %s '%s' (CaSn %.*s, DeviceSn %.*s): %s (%s)", what, c.id,
                              len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why), detail);
     } else {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s", id,
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: %s '%s' (CaSn %.*s, DeviceSn %.*s): %s", what, c.id,
                              len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why));
     }
     // The re-check after a reload refuses clients that are connected (the
     // broker drops them) and offline sessions: neither may stay in the table.
-    state.clients.erase(client);
+    state.clients.erase(c.client);
     return MOSQ_ERR_AUTH;
 }
 
@@ -407,34 +431,43 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
         // session expiry list a second time. Only that very session, at the
         // same pointer under the same id: the plugin never vouches for a
         // client it did not authenticate by certificate itself.
-        if (state.reload_recheck && state.clients.vouches_for_offline(client, id)) return MOSQ_ERR_SUCCESS;
+        if (state.reload_recheck && state.clients.vouches_for_offline(client, id)) {
+            state.counters.reload_sessions_kept.fetch_add(1, std::memory_order_relaxed);
+            mosquitto_log_printf(MOSQ_LOG_DEBUG, "devcert: reload re-check: kept the offline session of client '%s'",
+                                 id);
+            return MOSQ_ERR_SUCCESS;
+        }
         // Whatever the table held for this pointer was a session the broker
         // has freed since.
         state.clients.erase(client);
         if (state.config.no_certificate == NoCertificate::defer) return MOSQ_ERR_PLUGIN_DEFER;
-        return refuse(state, client, id, "-", "-", Refusal::no_certificate);
+        return refuse({state, client, id, state.reload_recheck}, "-", "-", Refusal::no_certificate);
     }
-    // A connected client already in the table is being re-checked; at any
-    // other entry for this pointer the broker has freed its session, and
+    // A connected client already in the table is being re-checked (each
+    // connection is checked once; only a reload asks again). At an offline
+    // entry for this pointer the broker has freed that session since, and
     // this is a new connection.
-    if (const ClientEntry* known = state.clients.find(client); known != nullptr && !known->connected) {
-        state.clients.erase(client);
+    bool recheck = false;
+    if (const ClientEntry* known = state.clients.find(client)) {
+        recheck = known->connected;
+        if (!recheck) state.clients.erase(client);
     }
+    const Check check{state, client, id, recheck};
 
     Verdict v;
     evaluate_certificate(state, cert.get(), v);
     // Holding the snapshot until the next tick would pin old pages; a
     // fresh one costs about a microsecond at the next check.
     state.reader->release();
-    if (v.kind == Verdict::Kind::refuse) return refuse(state, client, id, ca_of(v), device_of(v), v.refusal, v.detail);
+    if (v.kind == Verdict::Kind::refuse) return refuse(check, ca_of(v), device_of(v), v.refusal, v.detail);
     if (v.kind == Verdict::Kind::register_then_refuse) {
         register_device(state, cert.get(), v);
-        return refuse(state, client, id, ca_of(v), device_of(v), v.refusal);
+        return refuse(check, ca_of(v), device_of(v), v.refusal);
     }
     if (v.kind == Verdict::Kind::store_error) {
         state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
         if (state.config.on_store_error != OnStoreError::allow) {
-            return refuse(state, client, id, ca_of(v), device_of(v), Refusal::store_error);
+            return refuse(check, ca_of(v), device_of(v), Refusal::store_error);
         }
     }
     // Accepted: the username must be exactly the certificate's value, or
@@ -448,20 +481,20 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
         return MOSQ_ERR_NOMEM;
     }
     if (problem != nullptr) {
-        return refuse(state, client, id, ca_of(v), device_of(v), Refusal::bad_certificate, problem);
+        return refuse(check, ca_of(v), device_of(v), Refusal::bad_certificate, problem);
     }
     switch (v.kind) {
-        case Verdict::Kind::accept: return accept(state, client, id, v, name, true);
+        case Verdict::Kind::accept: return accept(check, v, name, true);
         case Verdict::Kind::register_then_accept:
             register_device(state, cert.get(), v);
-            return accept(state, client, id, v, name, true);
+            return accept(check, v, name, true);
         case Verdict::Kind::store_error:
             state.counters.connections_allowed_on_store_error.fetch_add(1, std::memory_order_relaxed);
             log(LogLevel::error,
                 "STORE ERROR: client '{}' (DeviceSn {}) allowed without a status check "
                 "because plugin_opt_on_store_error is allow",
                 id, device_of(v));
-            return accept(state, client, id, v, name, false);
+            return accept(check, v, name, false);
         case Verdict::Kind::refuse:
         case Verdict::Kind::register_then_refuse: break;
     }
