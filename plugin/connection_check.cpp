@@ -1,6 +1,8 @@
 #include "connection_check.hpp"
 
 #include <openssl/asn1.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
 
 #include <cstring>
@@ -216,68 +218,184 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
         });
 }
 
-bool set_username(mosquitto* client, X509* cert, const Verdict& v, UsernameMode mode) noexcept {
-    char name[256];
-    switch (mode) {
-        case UsernameMode::keep: return true;
-        case UsernameMode::cn: {
-            const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, name, sizeof name);
-            if (n > 0) return mosquitto_set_username(client, name) == MOSQ_ERR_SUCCESS;
-            break;  // no CN: the device serial is the next best stable name
+void free_openssl(void* p) noexcept { OPENSSL_free(p); }
+
+// A username held for the broker, which copies it: short ones (nearly all)
+// stay on the stack, long ones up to the MQTT limit go to the heap.
+class UsernameBuffer {
+public:
+    UsernameBuffer() = default;
+    UsernameBuffer(const UsernameBuffer&) = delete;
+    UsernameBuffer& operator=(const UsernameBuffer&) = delete;
+
+    void assign(const char* data, std::size_t n) {
+        if (n < sizeof small_) {
+            std::memcpy(small_, data, n);
+            small_[n] = '\0';
+            text_ = small_;
+        } else {
+            large_.assign(data, n);
+            text_ = large_.c_str();
         }
-        case UsernameMode::subject: {
-            BioPtr bio(BIO_new(BIO_s_mem()));
-            if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) {
-                return false;
-            }
-            const int n = BIO_read(bio.get(), name, sizeof name - 1);
-            if (n <= 0) break;
-            name[n] = '\0';
-            return mosquitto_set_username(client, name) == MOSQ_ERR_SUCCESS;
-        }
-        case UsernameMode::device_sn: break;
+        size_ = n;
     }
-    const auto dev = device_of(v);
-    std::memcpy(name, dev.data(), dev.size());
-    name[dev.size()] = '\0';
-    return mosquitto_set_username(client, name) == MOSQ_ERR_SUCCESS;
+    const char* c_str() const noexcept { return text_; }
+    std::string_view view() const noexcept { return {text_, size_}; }
+    bool empty() const noexcept { return size_ == 0; }
+
+private:
+    char small_[256];
+    std::string large_;
+    const char* text_ = "";
+    std::size_t size_ = 0;
+};
+
+const char* problem_text(MqttStringProblem p, bool cn) noexcept {
+    switch (p) {
+        case MqttStringProblem::none: return nullptr;
+        case MqttStringProblem::too_long:
+            return cn ? "common name longer than 65535 bytes" : "subject longer than 65535 bytes";
+        case MqttStringProblem::nul:
+            return cn ? "common name contains a NUL character" : "subject contains a NUL character";
+        case MqttStringProblem::malformed: return cn ? "common name is not valid UTF-8" : "subject is not valid UTF-8";
+        case MqttStringProblem::control:
+            return cn ? "common name contains a control character" : "subject contains a control character";
+        case MqttStringProblem::noncharacter:
+            return cn ? "common name contains a Unicode non-character" : "subject contains a Unicode non-character";
+    }
+    return "cannot be a username";
 }
 
-int accept(PluginState& state, mosquitto* client, const char* id, X509* cert, const Verdict& v,
-           bool device_known) noexcept {
-    if (!set_username(client, cert, v, state.config.username)) {
-        log(LogLevel::error, "cannot set the username of client '{}'", id);
+bool plain_ascii(const ASN1_STRING* s) noexcept {
+    const unsigned char* p = ASN1_STRING_get0_data(s);
+    const int n = ASN1_STRING_length(s);
+    for (int i = 0; i < n; ++i) {
+        if (p[i] >= 0x80) return false;
+    }
+    return true;
+}
+
+// The first CN as UTF-8, exactly: UTF8String as it is, ASCII strings as
+// they are, every other string type converted by OpenSSL. Empty when there
+// is no CN. Returns what is wrong with it, or nullptr.
+const char* common_name_of(X509* cert, UsernameBuffer& out) {
+    const X509_NAME* name = X509_get_subject_name(cert);
+    const int index = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (index < 0) return nullptr;
+    const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+    const int type = ASN1_STRING_type(value);
+    if (type == V_ASN1_UTF8STRING ||
+        ((type == V_ASN1_PRINTABLESTRING || type == V_ASN1_IA5STRING) && plain_ascii(value))) {
+        out.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+                   static_cast<std::size_t>(ASN1_STRING_length(value)));
+    } else {
+        unsigned char* raw = nullptr;
+        const int len = ASN1_STRING_to_UTF8(&raw, value);
+        std::unique_ptr<unsigned char, CDeleter<free_openssl>> utf8(raw);
+        if (len < 0) {
+            ERR_clear_error();
+            return problem_text(MqttStringProblem::malformed, true);
+        }
+        out.assign(reinterpret_cast<const char*>(utf8.get()), static_cast<std::size_t>(len));
+    }
+    return problem_text(mqtt_string_problem(out.view()), true);
+}
+
+// The subject as RFC 2253 prints it (as mosquitto's use_subject_as_username
+// does): control characters and non-ASCII bytes come out escaped.
+const char* subject_of(X509* cert, UsernameBuffer& out) {
+    BioPtr bio(BIO_new(BIO_s_mem()));
+    if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) {
+        ERR_clear_error();
+        return "subject cannot be printed";
+    }
+    char* data = nullptr;
+    const long len = BIO_get_mem_data(bio.get(), &data);
+    if (len > 0) out.assign(data, static_cast<std::size_t>(len));
+    return problem_text(mqtt_string_problem(out.view()), false);
+}
+
+// The username the username option gives this certificate, or what makes
+// the certificate unfit for one (the device is then refused).
+const char* username_for(X509* cert, const Verdict& v, UsernameMode mode, UsernameBuffer& out) {
+    switch (mode) {
+        case UsernameMode::keep: return nullptr;
+        case UsernameMode::cn:
+            if (const char* problem = common_name_of(cert, out)) return problem;
+            break;
+        case UsernameMode::subject:
+            if (const char* problem = subject_of(cert, out)) return problem;
+            break;
+        case UsernameMode::device_sn: break;
+    }
+    // No CN: the device serial is the next best stable name.
+    if (out.empty()) out.assign(v.device_sn, v.device_sn_len);
+    return nullptr;
+}
+
+// What a BASIC_AUTH call is: a client connecting, or the broker's re-check
+// of a session it holds after a reload (which is not a connection: it is
+// counted and logged as what it is).
+struct Check {
+    PluginState& state;
+    mosquitto* client;
+    const char* id;
+    bool recheck;
+};
+
+int accept(const Check& c, const Verdict& v, const UsernameBuffer& name, bool device_known) noexcept {
+    PluginState& state = c.state;
+    if (state.config.username != UsernameMode::keep &&
+        mosquitto_set_username(c.client, name.c_str()) != MOSQ_ERR_SUCCESS) {
+        log(LogLevel::error, "cannot set the username of client '{}'", c.id);
         return MOSQ_ERR_NOMEM;
     }
     try {
-        state.clients.accept(client, id, device_known ? ca_of(v) : std::string_view{}, device_of(v));
+        state.clients.accept(c.client, c.id, device_known ? ca_of(v) : std::string_view{}, device_of(v));
     } catch (...) {
-        log(LogLevel::error, "out of memory recording client '{}': it cannot be kicked", id);
+        log(LogLevel::error, "out of memory recording client '{}': it cannot be kicked", c.id);
+    }
+    if (c.recheck) {
+        state.counters.reload_sessions_kept.fetch_add(1, std::memory_order_relaxed);
+        mosquitto_log_printf(MOSQ_LOG_DEBUG, "devcert: reload re-check: kept client '%s' (CaSn %.*s, DeviceSn %.*s)",
+                             c.id, len_of(ca_of(v)), v.ca_sn, len_of(device_of(v)), v.device_sn);
+        return MOSQ_ERR_SUCCESS;
     }
     state.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
-    mosquitto_log_printf(MOSQ_LOG_INFO, "devcert: accepted client '%s' (CaSn %.*s, DeviceSn %.*s)", id,
+    mosquitto_log_printf(MOSQ_LOG_INFO, "devcert: accepted client '%s' (CaSn %.*s, DeviceSn %.*s)", c.id,
                          len_of(ca_of(v)), v.ca_sn, len_of(device_of(v)), v.device_sn);
     return MOSQ_ERR_SUCCESS;
 }
 
-int refuse(PluginState& state, mosquitto* client, const char* id, std::string_view ca, std::string_view dev,
-           Refusal why, const char* detail = nullptr) noexcept {
-    state.counters.refused(why);
+int refuse(const Check& c, std::string_view ca, std::string_view dev, Refusal why,
+           const char* detail = nullptr) noexcept {
+    PluginState& state = c.state;
+    const char* what = "refused client";
+    if (c.recheck) {
+        state.counters.reload_sessions_refused.fetch_add(1, std::memory_order_relaxed);
+        what = "reload re-check: refused client";
+    } else {
+        state.counters.refused(why);
+    }
     if (detail != nullptr) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s (%s)", id,
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: %s '%s' (CaSn %.*s, DeviceSn %.*s): %s (%s)", what, c.id,
                              len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why), detail);
     } else {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: refused client '%s' (CaSn %.*s, DeviceSn %.*s): %s", id,
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "devcert: %s '%s' (CaSn %.*s, DeviceSn %.*s): %s", what, c.id,
                              len_of(ca), ca.data(), len_of(dev), dev.data(), refusal_reason(why));
     }
-    try {
-        // The re-check after a reload refuses clients that are connected:
-        // the broker drops them, and they must not stay in the table.
-        state.clients.remove(client);
-        state.clients.forget(id);
-    } catch (...) {
-    }
+    // The re-check after a reload refuses clients that are connected (the
+    // broker drops them) and offline sessions: neither may stay in the table.
+    state.clients.erase(c.client);
     return MOSQ_ERR_AUTH;
+}
+
+void register_device(PluginState& state, X509* cert, const Verdict& v) noexcept {
+    try {
+        submit_registration(state, cert, v);
+    } catch (...) {
+        log(LogLevel::error, "cannot queue the registration of DeviceSn {} under CaSn {}", device_of(v), ca_of(v));
+    }
 }
 
 void watch_tick(PluginState& state) noexcept {
@@ -303,51 +421,82 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
     // Without ticks (per_listener_settings true on 2.0.11) this is the only
     // place queued lines can reach the log.
     state.deferred.drain();
+    if (!state.reload_recheck) state.clients.end_recheck();
     const char* id = client_id_of(client);
     X509Ptr cert(static_cast<X509*>(mosquitto_client_certificate(client)));
     if (!cert) {
-        // During the re-check after a reload a missing certificate means an
-        // offline durable session (no socket): one we accepted stays.
-        if (state.reload_recheck && state.clients.accepted_before(id)) return MOSQ_ERR_SUCCESS;
+        // During the re-check after a reload, the offline session (no
+        // socket, so no certificate) of a device this plugin accepted with
+        // its certificate stays: refused, Mosquitto 2.0 would add it to its
+        // session expiry list a second time. Only that very session, at the
+        // same pointer under the same id: the plugin never vouches for a
+        // client it did not authenticate by certificate itself.
+        if (state.reload_recheck && state.clients.vouches_for_offline(client, id)) {
+            state.counters.reload_sessions_kept.fetch_add(1, std::memory_order_relaxed);
+            mosquitto_log_printf(MOSQ_LOG_DEBUG, "devcert: reload re-check: kept the offline session of client '%s'",
+                                 id);
+            return MOSQ_ERR_SUCCESS;
+        }
+        // Whatever the table held for this pointer was a session the broker
+        // has freed since.
+        state.clients.erase(client);
         if (state.config.no_certificate == NoCertificate::defer) return MOSQ_ERR_PLUGIN_DEFER;
-        return refuse(state, client, id, "-", "-", Refusal::no_certificate);
+        return refuse({state, client, id, state.reload_recheck}, "-", "-", Refusal::no_certificate);
     }
+    // A connected client already in the table is being re-checked (each
+    // connection is checked once; only a reload asks again). At an offline
+    // entry for this pointer the broker has freed that session since, and
+    // this is a new connection.
+    bool recheck = false;
+    if (const ClientEntry* known = state.clients.find(client)) {
+        recheck = known->connected;
+        if (!recheck) state.clients.erase(client);
+    }
+    const Check check{state, client, id, recheck};
 
     Verdict v;
     evaluate_certificate(state, cert.get(), v);
     // Holding the snapshot until the next tick would pin old pages; a
     // fresh one costs about a microsecond at the next check.
     state.reader->release();
+    if (v.kind == Verdict::Kind::refuse) return refuse(check, ca_of(v), device_of(v), v.refusal, v.detail);
+    if (v.kind == Verdict::Kind::register_then_refuse) {
+        register_device(state, cert.get(), v);
+        return refuse(check, ca_of(v), device_of(v), v.refusal);
+    }
+    if (v.kind == Verdict::Kind::store_error) {
+        state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
+        if (state.config.on_store_error != OnStoreError::allow) {
+            return refuse(check, ca_of(v), device_of(v), Refusal::store_error);
+        }
+    }
+    // Accepted: the username must be exactly the certificate's value, or
+    // the device is refused (and not registered: it could never log in).
+    UsernameBuffer name;
+    const char* problem = nullptr;
+    try {
+        problem = username_for(cert.get(), v, state.config.username, name);
+    } catch (...) {
+        log(LogLevel::error, "out of memory reading the name of client '{}'", id);
+        return MOSQ_ERR_NOMEM;
+    }
+    if (problem != nullptr) {
+        return refuse(check, ca_of(v), device_of(v), Refusal::bad_certificate, problem);
+    }
     switch (v.kind) {
-        case Verdict::Kind::accept: return accept(state, client, id, cert.get(), v, true);
+        case Verdict::Kind::accept: return accept(check, v, name, true);
         case Verdict::Kind::register_then_accept:
-            try {
-                submit_registration(state, cert.get(), v);
-            } catch (...) {
-                log(LogLevel::error, "cannot queue the registration of DeviceSn {} under CaSn {}", device_of(v),
-                    ca_of(v));
-            }
-            return accept(state, client, id, cert.get(), v, true);
-        case Verdict::Kind::register_then_refuse:
-            try {
-                submit_registration(state, cert.get(), v);
-            } catch (...) {
-                log(LogLevel::error, "cannot queue the registration of DeviceSn {} under CaSn {}", device_of(v),
-                    ca_of(v));
-            }
-            return refuse(state, client, id, ca_of(v), device_of(v), v.refusal);
-        case Verdict::Kind::refuse: return refuse(state, client, id, ca_of(v), device_of(v), v.refusal, v.detail);
+            register_device(state, cert.get(), v);
+            return accept(check, v, name, true);
         case Verdict::Kind::store_error:
-            state.counters.store_errors.fetch_add(1, std::memory_order_relaxed);
-            if (state.config.on_store_error == OnStoreError::allow) {
-                state.counters.connections_allowed_on_store_error.fetch_add(1, std::memory_order_relaxed);
-                log(LogLevel::error,
-                    "STORE ERROR: client '{}' (DeviceSn {}) allowed without a status check "
-                    "because plugin_opt_on_store_error is allow",
-                    id, device_of(v));
-                return accept(state, client, id, cert.get(), v, false);
-            }
-            return refuse(state, client, id, ca_of(v), device_of(v), Refusal::store_error);
+            state.counters.connections_allowed_on_store_error.fetch_add(1, std::memory_order_relaxed);
+            log(LogLevel::error,
+                "STORE ERROR: client '{}' (DeviceSn {}) allowed without a status check "
+                "because plugin_opt_on_store_error is allow",
+                id, device_of(v));
+            return accept(check, v, name, false);
+        case Verdict::Kind::refuse:
+        case Verdict::Kind::register_then_refuse: break;
     }
     return MOSQ_ERR_AUTH;
 }

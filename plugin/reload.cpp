@@ -9,6 +9,7 @@ namespace devcert::plugin {
 
 int on_reload(PluginState& state) noexcept {
     state.reload_recheck = true;
+    state.clients.begin_recheck();
     state.counters.reload_rechecks.fetch_add(1, std::memory_order_relaxed);
     log(LogLevel::notice, "reload: re-checking every session ({} certificate client(s) connected)",
         state.clients.size());

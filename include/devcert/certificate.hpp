@@ -53,6 +53,12 @@ Result<CertificateInfo> describe_certificate(X509* cert);
 /// beyond what OpenSSL does internally. For the connection path.
 bool certificate_fingerprint(X509* cert, Sha256& out) noexcept;
 
+/// Why a string cannot be an MQTT UTF-8 string as Mosquitto checks one
+/// (mosquitto_validate_utf8, which mosquitto_set_username applies from
+/// 2.0.16 on): `none` when it can.
+enum class MqttStringProblem : std::uint8_t { none, too_long, nul, malformed, control, noncharacter };
+MqttStringProblem mqtt_string_problem(std::string_view s) noexcept;
+
 /// Checks a certificate offered as a CA: parseable, basicConstraints CA:TRUE.
 /// Errc::invalid_argument otherwise.
 Result<CertificateInfo> validate_ca_certificate(X509* cert);

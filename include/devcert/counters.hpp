@@ -39,7 +39,9 @@ public:
     std::atomic<std::uint64_t> kicks{0};
     std::atomic<std::uint64_t> auto_registrations{0};
     std::atomic<std::uint64_t> store_errors{0};
-    std::atomic<std::uint64_t> reload_rechecks{0};
+    std::atomic<std::uint64_t> reload_rechecks{0};          ///< reloads (SIGHUP)
+    std::atomic<std::uint64_t> reload_sessions_kept{0};     ///< sessions a reload's re-check kept
+    std::atomic<std::uint64_t> reload_sessions_refused{0};  ///< sessions a reload's re-check refused
 
     void refused(Refusal r) noexcept { refused_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed); }
     std::uint64_t refused_count(Refusal r) const noexcept {

@@ -68,6 +68,8 @@ std::vector<std::pair<std::string, std::uint64_t>> Counters::snapshot() const {
     out.emplace_back("auto_registrations", load(auto_registrations));
     out.emplace_back("store_errors", load(store_errors));
     out.emplace_back("reload_rechecks", load(reload_rechecks));
+    out.emplace_back("reload_sessions_kept", load(reload_sessions_kept));
+    out.emplace_back("reload_sessions_refused", load(reload_sessions_refused));
     std::lock_guard lock(admin_mutex_);
     for (const auto& [key, value] : admin_calls_) out.emplace_back("admin_calls." + key, value);
     return out;

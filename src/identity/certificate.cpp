@@ -350,6 +350,46 @@ Result<CertificateInfo> describe_certificate(X509* cert) {
     return info;
 }
 
+MqttStringProblem mqtt_string_problem(std::string_view s) noexcept {
+    if (s.size() > 65535) return MqttStringProblem::too_long;
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const std::size_t n = s.size();
+    for (std::size_t i = 0; i < n;) {
+        const unsigned char lead = p[i];
+        std::uint32_t cp = 0;
+        std::size_t len = 0;
+        if (lead == 0) return MqttStringProblem::nul;
+        if (lead < 0x80) {
+            cp = lead;
+            len = 1;
+        } else if (lead >= 0xC2 && lead <= 0xDF) {
+            cp = lead & 0x1Fu;
+            len = 2;
+        } else if ((lead & 0xF0) == 0xE0) {
+            cp = lead & 0x0Fu;
+            len = 3;
+        } else if (lead >= 0xF0 && lead <= 0xF4) {
+            cp = lead & 0x07u;
+            len = 4;
+        } else {
+            return MqttStringProblem::malformed;  // continuation byte, C0/C1, or beyond U+10FFFF
+        }
+        if (n - i < len) return MqttStringProblem::malformed;
+        for (std::size_t k = 1; k < len; ++k) {
+            if ((p[i + k] & 0xC0) != 0x80) return MqttStringProblem::malformed;
+            cp = (cp << 6) | (p[i + k] & 0x3Fu);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+            return MqttStringProblem::malformed;  // overlong or out of range
+        }
+        if (cp >= 0xD800 && cp <= 0xDFFF) return MqttStringProblem::malformed;  // surrogate
+        if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F)) return MqttStringProblem::control;
+        if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) return MqttStringProblem::noncharacter;
+        i += len;
+    }
+    return MqttStringProblem::none;
+}
+
 Result<CertificateInfo> validate_ca_certificate(X509* cert) {
     if (cert == nullptr) return invalid("no CA certificate given");
     switch (basic_constraints_of(cert)) {

@@ -23,6 +23,8 @@ struct mosquitto {
     X509* cert = nullptr;                 ///< owned reference; nullptr = no certificate / offline
     std::optional<std::string> username;
     bool connected = true;
+    int protocol_version = 4;             ///< 3, 4 (MQTT 3.1.1) or 5
+    bool clean_session = true;            ///< MQTT 3.1.1: the session ends with the connection
 
     mosquitto(std::string client_id, X509* certificate);
     ~mosquitto();
@@ -63,6 +65,9 @@ public:
     void tick();
     void disconnect(mosquitto* client);  ///< a client leaving on its own
     int reload();
+    /// What a SIGHUP does: RELOAD, BASIC_AUTH for every session the broker
+    /// holds (connected or offline), then the TICK of the same iteration.
+    void reload_and_recheck();
 };
 
 Broker& broker();

@@ -203,6 +203,9 @@ def test_sighup_keeps_connected_devices_and_their_offline_sessions(admin_broker,
         assert "Client hup-durable disconnected: not authorised" not in broker.log()
         counters = broker.counters()
         assert counters["reload_rechecks"] == 1
+        # The connected device and the offline session, re-checked; then the reconnection.
+        assert (counters["reload_sessions_kept"], counters["reload_sessions_refused"]) == (2, 0)
+        assert counters["connections_accepted"] == 3
         assert counters["kicks"] == 0
         assert not any(v for k, v in counters.items() if k.startswith("connections_refused."))
     finally:

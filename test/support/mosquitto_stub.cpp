@@ -85,6 +85,15 @@ int Broker::reload() {
     return fire(MOSQ_EVT_RELOAD, &event);
 }
 
+void Broker::reload_and_recheck() {
+    reload();
+    const auto held = sessions;  // a refusal may end a session
+    for (mosquitto* s : held) {
+        if (basic_auth(s) != MOSQ_ERR_SUCCESS) disconnect(s);
+    }
+    tick();
+}
+
 }  // namespace stub
 
 extern "C" {
@@ -132,6 +141,16 @@ void* mosquitto_client_certificate(const struct mosquitto* client) {
     if (client->cert == nullptr || !client->connected) return nullptr;
     X509_up_ref(client->cert);
     return client->cert;
+}
+
+int mosquitto_client_protocol_version(const struct mosquitto* client) {
+    stub::note_thread("mosquitto_client_protocol_version");
+    return client->protocol_version;
+}
+
+bool mosquitto_client_clean_session(const struct mosquitto* client) {
+    stub::note_thread("mosquitto_client_clean_session");
+    return client->clean_session;
 }
 
 const char* mosquitto_client_username(const struct mosquitto* client) {
