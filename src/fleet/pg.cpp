@@ -179,6 +179,13 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
     std::vector<const char*> values;
     values.reserve(params.size());
     for (const auto& p : params) {
+        if (p && p->find('\0') != std::string_view::npos) {
+            if (failure) *failure = Failure::other;
+            return make_error(Errc::invalid_argument,
+                              fmt::format("fleet database: {} failed: a value holds a NUL byte, which PostgreSQL "
+                                          "text cannot store",
+                                          what));
+        }
         if (p) {
             owned.emplace_back(*p);
             values.push_back(owned.back().c_str());
