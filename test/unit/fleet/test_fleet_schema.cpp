@@ -66,7 +66,7 @@ TEST_CASE("init run by several processes at once creates one schema", "[fleet][s
         });
     }
     for (auto& t : threads) t.join();
-    for (const auto& e : errors) CHECK(e.empty());
+    for (const auto& e : errors) CHECK(e == "");
     CHECK(failures == 0);
     auto shared = connect_fleet(fleet_options(conninfo, "shared"));
     auto own = connect_fleet(fleet_options(conninfo, "own-1"));
