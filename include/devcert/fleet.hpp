@@ -14,6 +14,7 @@
 // which a bigserial cannot promise. See docs/fleet.md, "Schema".
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -146,6 +147,17 @@ public:
     /// COPY in primary-key order; returns the head read in the same
     /// snapshot, so a replica loaded from it resumes at head.last_seq.
     Result<FleetHead> snapshot(FleetSnapshotSink& sink);
+
+    /// Subscribes this connection to fleet_channel() (LISTEN), renewed
+    /// whenever the connection is re-established. Listen on a connection of
+    /// its own (a follower's), and on the primary: a hot standby refuses
+    /// LISTEN.
+    Outcome listen();
+    /// Waits up to `timeout` for a commit notification on this listening
+    /// connection; true if at least one arrived (every pending one is
+    /// consumed). A notification is only a hint: notifications sent while
+    /// the connection was down are lost, so poll changes_after() too.
+    Result<bool> wait_for_commit(std::chrono::milliseconds timeout);
 
     /// Removes change log entries older than the newest `retention` and
     /// advances trimmed_through; returns how many were removed.

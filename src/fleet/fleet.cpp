@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <openssl/evp.h>
+#include <poll.h>
 
 #include <cstring>
 #include <exception>
@@ -91,13 +92,35 @@ struct Fleet::Impl {
     std::int64_t instance = 0;
     std::string channel;
 
-    /// Starts a transaction, reconnecting first if the connection was lost
-    /// between transactions (never inside one: the outcome would be unknown).
-    Outcome begin(const char* sql) {
+    bool listening = false;
+
+    /// Reconnects if the connection was lost (never inside a transaction:
+    /// its outcome would be unknown), renewing LISTEN.
+    Outcome reachable() {
+        const bool was_down = !conn.alive();
         if (!conn.ensure_alive())
             return make_error(Errc::store_error,
                               fmt::format("cannot reach the fleet database: {}", conn.last_message()));
-        if (auto r = conn.exec("begin a transaction", sql); !r) return r.error();
+        if (was_down && listening) return listen_now();
+        return Ok{};
+    }
+    Outcome listen_now() {
+        // The channel is a plain identifier (fleet_channel), safe to splice.
+        if (auto r = conn.exec("listen for commits", ("LISTEN " + channel).c_str()); !r) return r.error();
+        listening = true;
+        return Ok{};
+    }
+    /// Starts a transaction. A connection found dead by BEGIN (the server
+    /// restarted since the last call) is re-established and BEGIN sent
+    /// again: nothing had started, so nothing can be applied twice.
+    Outcome begin(const char* sql) {
+        if (auto r = reachable(); !r) return r;
+        pg::Failure failure = pg::Failure::none;
+        if (auto r = conn.exec("begin a transaction", sql, {}, &failure); !r) {
+            if (failure != pg::Failure::connection) return r.error();
+            if (auto again = reachable(); !again) return again;
+            if (auto retried = conn.exec("begin a transaction", sql); !retried) return retried.error();
+        }
         return Ok{};
     }
     void rollback() { (void)conn.exec("roll back", "ROLLBACK"); }
@@ -154,7 +177,11 @@ Result<std::unique_ptr<Fleet>> Fleet::connect(const FleetOptions& options) {
     if (!conn) return conn.error();
     auto row = fleet_detail::check_schema(*conn, options.instance_id);
     if (!row) return row.error();
-    auto impl = std::make_unique<Impl>(Impl{options, std::move(*conn), row->id, fleet_channel(options.instance_id), {}});
+    auto impl = std::make_unique<Impl>();
+    impl->options = options;
+    impl->conn = std::move(*conn);
+    impl->instance = row->id;
+    impl->channel = fleet_channel(options.instance_id);
     if (impl->options.max_attempts == 0) impl->options.max_attempts = 1;
     return std::unique_ptr<Fleet>(new Fleet(std::move(impl)));
 }
@@ -275,16 +302,17 @@ Result<FleetHead> read_head(pg::Conn& conn, const std::string& instance) {
 }  // namespace
 
 Result<FleetHead> Fleet::head() {
-    if (!impl_->conn.ensure_alive())
-        return make_error(Errc::store_error,
-                          fmt::format("cannot reach the fleet database: {}", impl_->conn.last_message()));
-    return read_head(impl_->conn, std::to_string(impl_->instance));
+    if (auto r = impl_->reachable(); !r) return r.error();
+    auto head = read_head(impl_->conn, std::to_string(impl_->instance));
+    // A read is safe to repeat on a fresh connection.
+    if (!head && !impl_->conn.alive() && impl_->reachable())
+        head = read_head(impl_->conn, std::to_string(impl_->instance));
+    return head;
 }
 
 Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t limit) {
     Impl& d = *impl_;
-    if (!d.conn.ensure_alive())
-        return make_error(Errc::store_error, fmt::format("cannot reach the fleet database: {}", d.conn.last_message()));
+    if (auto r = d.reachable(); !r) return r.error();
     // One statement, so head and entries come from one snapshot; seq >= after
     // brings the anchor entry along.
     static const std::string sql = fmt::format(
@@ -294,8 +322,12 @@ Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t l
         fleet_detail::kChangeColumns);
     const std::uint64_t from = std::min<std::uint64_t>(after, static_cast<std::uint64_t>(INT64_MAX));
     const std::uint64_t n = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX) - 1) + 1;
-    auto rows = d.conn.exec("read the change log", sql.c_str(),
-                            {std::to_string(d.instance), std::to_string(from), std::to_string(n)});
+    const std::string instance = std::to_string(d.instance);
+    const std::string from_text = std::to_string(from);
+    const std::string n_text = std::to_string(n);
+    const std::vector<pg::Param> params{instance, from_text, n_text};
+    auto rows = d.conn.exec("read the change log", sql.c_str(), params);
+    if (!rows && !d.conn.alive() && d.reachable()) rows = d.conn.exec("read the change log", sql.c_str(), params);
     if (!rows) return rows.error();
     if (rows->size() == 0)
         return make_error(Errc::store_error, "fleet database: the instance's head row is missing");
@@ -538,6 +570,37 @@ Result<FleetHead> Fleet::snapshot(FleetSnapshotSink& sink) {
     }();
     d.rollback();
     return out;
+}
+
+Outcome Fleet::listen() {
+    if (auto r = impl_->reachable(); !r) return r;
+    return impl_->listen_now();
+}
+
+Result<bool> Fleet::wait_for_commit(std::chrono::milliseconds timeout) {
+    Impl& d = *impl_;
+    if (!d.listening) return make_error(Errc::invalid_argument, "wait_for_commit needs listen() first");
+    if (auto r = d.reachable(); !r) return r.error();
+    PGconn* c = d.conn.get();
+    auto drain = [&] {
+        bool any = false;
+        while (PGnotify* n = PQnotifies(c)) {
+            any = true;
+            PQfreemem(n);
+        }
+        return any;
+    };
+    auto lost = [&] {
+        return make_error(Errc::store_error,
+                          fmt::format("fleet database: waiting for commits failed: {}", d.conn.last_message()));
+    };
+    if (PQconsumeInput(c) == 0) return lost();
+    if (drain()) return true;
+    pollfd p{PQsocket(c), POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(timeout.count(), 0)));
+    if (ready <= 0) return false;
+    if (PQconsumeInput(c) == 0) return lost();
+    return drain();
 }
 
 Result<std::uint64_t> Fleet::trim(std::uint64_t retention) {

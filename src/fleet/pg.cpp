@@ -136,6 +136,10 @@ Result<Conn> Conn::open(std::string_view conninfo, unsigned connect_timeout_s) {
     values.push_back(nullptr);
     conn.conn_.reset(PQconnectdbParams(keys.data(), values.data(), 0));
     if (!conn.conn_) return make_error(Errc::store_error, "cannot connect to the fleet database: out of memory");
+    // libpq prints notices (and the server's goodbye on shutdown) to stderr
+    // by default, which inside a broker is nobody's log; errors reach the
+    // caller through the results instead.
+    PQsetNoticeProcessor(conn.conn_.get(), [](void*, const char*) {}, nullptr);
     if (PQstatus(conn.conn_.get()) != CONNECTION_OK)
         return make_error(Errc::store_error, fmt::format("cannot connect to the fleet database: {}", conn.last_message()));
     return conn;

@@ -136,6 +136,32 @@ TEST_CASE("a commit notifies the instance's channel with its last seq", "[fleet]
     CHECK(listener.receive(std::chrono::seconds(5)) == std::vector<std::string>{"4"});
 }
 
+TEST_CASE("a listening fleet connection wakes up on another broker's commit", "[fleet][log]") {
+    FleetDb db;
+    auto writer = db.connect();
+    auto follower = db.connect();
+    CHECK(follower->wait_for_commit(std::chrono::milliseconds(10)).error().code == Errc::invalid_argument);
+    REQUIRE(follower->listen().ok());
+    CHECK(*follower->wait_for_commit(std::chrono::milliseconds(200)) == false);
+    must_commit(*writer, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    must_commit(*writer, [](WriteView& v) { return v.insert_ca(make_ca("0b"), "R", "t"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both notifications are on their way
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(*follower->wait_for_commit(std::chrono::seconds(5)) == true);
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+    // Both notifications were consumed at once.
+    CHECK(*follower->wait_for_commit(std::chrono::milliseconds(100)) == false);
+
+    // After the database restarts, the next call reconnects and listens again.
+    auto& server = PgServer::shared();
+    server.stop();
+    CHECK_FALSE(follower->wait_for_commit(std::chrono::milliseconds(100)).ok());
+    server.start();
+    REQUIRE(follower->head().ok());
+    must_commit(*writer, [](WriteView& v) { return v.insert_ca(make_ca("0c"), "R", "t"); });
+    CHECK(*follower->wait_for_commit(std::chrono::seconds(5)) == true);
+}
+
 TEST_CASE("changes after a position come with the head and the anchor entry from one snapshot", "[fleet][log]") {
     FleetDb db;
     auto fleet = db.connect();
