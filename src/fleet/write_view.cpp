@@ -300,9 +300,27 @@ void FleetWriteView::rollback_to(const Mark& m) {
     }
     ca_delta_ = m.ca_delta;
     device_delta_ = m.device_delta;
+    ca_device_delta_ = m.ca_devices;
+}
+
+void FleetWriteView::adjust(CaRecord& rec) const {
+    if (const auto it = ca_device_delta_.find(rec.sn); it != ca_device_delta_.end()) {
+        const std::int64_t n = static_cast<std::int64_t>(rec.device_count) + it->second;
+        rec.device_count = n > 0 ? static_cast<std::uint64_t>(n) : 0;
+    }
 }
 
 Outcome FleetWriteView::flush() {
+    // CA rows first (in Sn order), the head row last, like every writer.
+    for (const auto& [sn, delta] : ca_device_delta_) {
+        if (delta == 0) continue;
+        auto r = exec("write ca record",
+                      "UPDATE devcert.cas SET device_count = greatest(device_count + $3, 0) "
+                      "WHERE instance = $1 AND sn = $2",
+                      {instance_, sn, num(delta)});
+        if (!r) return r.error();
+    }
+    ca_device_delta_.clear();
     if (pending_.empty()) return Ok{};
     const std::uint64_t n = pending_.size();
     // The head row's lock, taken here, is held until commit: no other
@@ -389,7 +407,9 @@ Result<std::optional<CaRecord>> FleetWriteView::load_ca(std::string_view sn, boo
     auto rows = exec("read ca record", (lock ? locked : plain).c_str(), {instance_, sn});
     if (!rows) return rows.error();
     if (rows->size() == 0) return std::optional<CaRecord>{};
-    return std::optional<CaRecord>(ca_from_row(*rows, 0));
+    CaRecord rec = ca_from_row(*rows, 0);
+    adjust(rec);
+    return std::optional<CaRecord>(std::move(rec));
 }
 
 Result<std::optional<DeviceRecord>> FleetWriteView::load_device(std::string_view ca_sn, std::string_view device_sn,
@@ -422,7 +442,10 @@ Result<PageResult<CaRecord>> FleetWriteView::list_cas(Page page) {
         "SELECT {} FROM devcert.cas WHERE instance = $1 ORDER BY sn LIMIT $2 OFFSET $3", kCaColumns);
     auto rows = exec("list ca records", sql.c_str(), {instance_, window->first, window->second});
     if (!rows) return rows.error();
-    for (int i = 0; i < rows->size(); ++i) result.items.push_back(ca_from_row(*rows, i));
+    for (int i = 0; i < rows->size(); ++i) {
+        result.items.push_back(ca_from_row(*rows, i));
+        adjust(result.items.back());
+    }
     return result;
 }
 
@@ -532,6 +555,7 @@ Outcome FleetWriteView::insert_ca(const CaRecord& rec, std::string_view action, 
         return make_error(Errc::already_exists, fmt::format("ca '{}' is already registered", rec.sn));
     CaRecord stored = rec;
     stored.device_count = 0;
+    ca_device_delta_.erase(rec.sn);
     ++ca_delta_;
     log(action, rec.sn, {}, std::nullopt, rec.status, caller, rec.updated_ms != 0 ? rec.updated_ms : now_ms(),
         std::move(stored), std::nullopt);
@@ -584,6 +608,7 @@ Result<std::uint64_t> FleetWriteView::delete_ca(std::string_view sn, std::string
     if (!gone) return gone.error();
     for (const auto& [device_sn, old] : devices)
         log(action, sn, device_sn, old, std::nullopt, caller, now, std::nullopt, std::nullopt);
+    if (const auto it = ca_device_delta_.find(sn); it != ca_device_delta_.end()) ca_device_delta_.erase(it);
     --ca_delta_;
     device_delta_ -= static_cast<std::int64_t>(devices.size());
     log(action, sn, {}, ca.status, std::nullopt, caller, now, std::nullopt, std::nullopt);
@@ -601,10 +626,8 @@ Outcome FleetWriteView::insert_device(const DeviceRecord& rec, std::string_view 
     if (!ca) return ca.error();
     if (ca->size() == 0) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", rec.ca_sn));
     static const std::string sql = fmt::format(
-        "WITH inserted AS (INSERT INTO devcert.devices (instance, {}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-        "$10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING 1) "
-        "UPDATE devcert.cas SET device_count = device_count + 1 WHERE instance = $1 AND sn = $2 "
-        "AND EXISTS (SELECT 1 FROM inserted)",
+        "INSERT INTO devcert.devices (instance, {}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "ON CONFLICT DO NOTHING",
         kDeviceColumns);
     auto rows = exec("write device record", sql.c_str(),
                      {instance_, rec.ca_sn, rec.device_sn, rec.device_name, rec.content_pem, status_param(rec.status),
@@ -616,6 +639,7 @@ Outcome FleetWriteView::insert_device(const DeviceRecord& rec, std::string_view 
         return make_error(Errc::already_exists, fmt::format("device '{}' of ca '{}' is already registered",
                                                             rec.device_sn, rec.ca_sn));
     ++device_delta_;
+    ++ca_device_delta_[rec.ca_sn];
     log(action, rec.ca_sn, rec.device_sn, std::nullopt, rec.status, caller,
         rec.updated_ms != 0 ? rec.updated_ms : now_ms(), std::nullopt, rec);
     return Ok{};
@@ -660,12 +684,11 @@ Outcome FleetWriteView::delete_device(std::string_view ca_sn, std::string_view d
     }
     if (!old)
         return make_error(Errc::not_found, fmt::format("device '{}' of ca '{}' is not registered", device_sn, ca_sn));
-    auto count = exec("write ca record",
-                      "UPDATE devcert.cas SET device_count = greatest(device_count - 1, 0) "
-                      "WHERE instance = $1 AND sn = $2",
-                      {instance_, ca_sn});
-    if (!count) return count.error();
     --device_delta_;
+    if (auto it = ca_device_delta_.find(ca_sn); it != ca_device_delta_.end())
+        --it->second;
+    else
+        ca_device_delta_.emplace(std::string(ca_sn), -1);
     log(action, ca_sn, device_sn, old, std::nullopt, caller, now_ms(), std::nullopt, std::nullopt);
     return Ok{};
 }

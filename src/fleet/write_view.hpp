@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,13 +55,15 @@ public:
     Outcome set_meta(std::string_view key, std::string_view value) override;
 
     /// Where a savepoint was taken, to undo the bookkeeping with it.
+    using CountDeltas = std::map<std::string, std::int64_t, std::less<>>;
     struct Mark {
         std::size_t pending = 0;
         std::size_t numbered = 0;
         std::int64_t ca_delta = 0;
         std::int64_t device_delta = 0;
+        CountDeltas ca_devices;
     };
-    Mark mark() const noexcept { return {pending_.size(), numbered_.size(), ca_delta_, device_delta_}; }
+    Mark mark() const { return {pending_.size(), numbered_.size(), ca_delta_, device_delta_, ca_device_delta_}; }
     /// After ROLLBACK TO SAVEPOINT taken at `m`.
     void rollback_to(const Mark& m);
     /// Takes the next seqs from the head row and writes the pending entries.
@@ -84,6 +87,11 @@ private:
     std::vector<FleetChange> numbered_;
     std::int64_t ca_delta_ = 0;
     std::int64_t device_delta_ = 0;
+    /// Devices added or removed per CA, written to the CA rows at flush:
+    /// updating a CA row once per device would leave a chain of row versions
+    /// that every later update in the transaction walks (quadratic).
+    CountDeltas ca_device_delta_;
+    void adjust(CaRecord& rec) const;
 };
 
 /// The record carried by a change row (jsonb), both ways.
