@@ -1,0 +1,637 @@
+#include "devcert/fleet.hpp"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <poll.h>
+
+#include <cstring>
+#include <exception>
+
+#include "pg.hpp"
+#include "schema.hpp"
+#include "write_view.hpp"
+
+namespace devcert {
+
+using fleet_detail::FleetWriteView;
+using fleet_detail::TxnState;
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+Error thrown(std::string_view what) {
+    return make_error(Errc::store_error, fmt::format("transaction body failed: {}", what));
+}
+
+template <class Fn>
+Outcome guarded(Fn&& fn) noexcept {
+    try {
+        return fn();
+    } catch (const std::exception& e) {
+        return thrown(e.what());
+    } catch (...) {
+        return thrown("unknown exception");
+    }
+}
+
+Error retries_exhausted(unsigned attempts, const Error& last) {
+    return make_error(Errc::store_error,
+                      fmt::format("fleet database: the transaction conflicted with others {} times in a row; last: {}",
+                                  attempts, last.message));
+}
+
+}  // namespace
+
+std::string fleet_channel(std::string_view instance_id) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(instance_id.data(), instance_id.size(), digest, &len, EVP_sha256(), nullptr);
+    std::string out = "devcert_fleet_";
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 8 && i < len; ++i) {
+        out.push_back(kHex[digest[i] >> 4]);
+        out.push_back(kHex[digest[i] & 15]);
+    }
+    return out;
+}
+
+Result<std::string> fleet_conninfo(std::string_view value) {
+    const std::string_view v = trim(value);
+    if (v.empty()) return make_error(Errc::invalid_argument, "the fleet connection string is empty");
+    std::string conninfo;
+    if (v.find('=') == std::string_view::npos && !v.starts_with("postgresql://") && !v.starts_with("postgres://")) {
+        // A bare word is a service name (pg_service.conf).
+        conninfo = "service='";
+        for (char c : v) {
+            if (c == '\'' || c == '\\') conninfo.push_back('\\');
+            conninfo.push_back(c);
+        }
+        conninfo.push_back('\'');
+    } else {
+        conninfo.assign(v);
+    }
+    char* err = nullptr;
+    PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &err);
+    if (err) PQfreemem(err);
+    if (!parsed)
+        return make_error(Errc::invalid_argument,
+                          "the fleet connection string cannot be parsed (libpq's reason is not shown as it may "
+                          "quote a password): use key=value pairs, a postgresql:// URI or a service name");
+    PQconninfoFree(parsed);
+    return conninfo;
+}
+
+struct Fleet::Impl {
+    FleetOptions options;
+    pg::Conn conn;
+    std::int64_t instance = 0;
+    std::string channel;
+
+    bool listening = false;
+
+    /// Reconnects if the connection was lost (never inside a transaction:
+    /// its outcome would be unknown), renewing LISTEN.
+    Outcome reachable() {
+        const bool was_down = !conn.alive();
+        if (!conn.ensure_alive())
+            return make_error(Errc::store_error,
+                              fmt::format("cannot reach the fleet database: {}", conn.last_message()));
+        if (was_down && listening) return listen_now();
+        return Ok{};
+    }
+    Outcome listen_now() {
+        // The channel is a plain identifier (fleet_channel), safe to splice.
+        if (auto r = conn.exec("listen for commits", ("LISTEN " + channel).c_str()); !r) return r.error();
+        listening = true;
+        return Ok{};
+    }
+    /// Starts a transaction. A connection found dead by BEGIN (the server
+    /// restarted since the last call) is re-established and BEGIN sent
+    /// again: nothing had started, so nothing can be applied twice.
+    Outcome begin(const char* sql) {
+        if (auto r = reachable(); !r) return r;
+        pg::Failure failure = pg::Failure::none;
+        if (auto r = conn.exec("begin a transaction", sql, {}, &failure); !r) {
+            if (failure != pg::Failure::connection) return r.error();
+            if (auto again = reachable(); !again) return again;
+            if (auto retried = conn.exec("begin a transaction", sql); !retried) return retried.error();
+        }
+        return Ok{};
+    }
+    void rollback() { (void)conn.exec("roll back", "ROLLBACK"); }
+
+    /// Flushes, notifies and commits. `failure` tells a retryable failure.
+    Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure) {
+        failure = pg::Failure::none;
+        if (auto r = view.flush(); !r) {
+            failure = state.failure;
+            return r;
+        }
+        // NOTIFY is delivered at commit, so the payload names a committed seq.
+        std::vector<FleetChange> peek = view.take_changes();
+        if (!peek.empty()) {
+            if (auto r = conn.exec("notify the fleet", "SELECT pg_notify($1, $2)",
+                                   {channel, std::to_string(peek.back().entry.seq)}, &failure);
+                !r)
+                return r.error();
+        }
+        committed = std::move(peek);
+        auto r = conn.exec("commit", "COMMIT", {}, &failure);
+        if (!r) {
+            if (failure == pg::Failure::connection)
+                return make_error(Errc::store_error,
+                                  fmt::format("{} (whether the transaction committed is unknown)", r.error().message));
+            return r.error();
+        }
+        return Ok{};
+    }
+    std::vector<FleetChange> committed;
+};
+
+Fleet::Fleet(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Fleet::~Fleet() = default;
+
+const std::string& Fleet::instance_id() const noexcept { return impl_->options.instance_id; }
+
+std::string Fleet::describe() const { return impl_->conn.describe(); }
+
+Outcome Fleet::init(const FleetOptions& options) {
+    if (auto ok = fleet_detail::check_instance_id(options.instance_id); !ok) return ok;
+    auto conninfo = fleet_conninfo(options.conninfo);
+    if (!conninfo) return conninfo.error();
+    auto conn = pg::Conn::open(*conninfo, options.connect_timeout_s);
+    if (!conn) return conn.error();
+    return fleet_detail::create_or_upgrade(*conn, options.instance_id);
+}
+
+Result<std::unique_ptr<Fleet>> Fleet::connect(const FleetOptions& options) {
+    if (auto ok = fleet_detail::check_instance_id(options.instance_id); !ok) return ok.error();
+    auto conninfo = fleet_conninfo(options.conninfo);
+    if (!conninfo) return conninfo.error();
+    auto conn = pg::Conn::open(*conninfo, options.connect_timeout_s);
+    if (!conn) return conn.error();
+    auto row = fleet_detail::check_schema(*conn, options.instance_id);
+    if (!row) return row.error();
+    auto impl = std::make_unique<Impl>();
+    impl->options = options;
+    impl->conn = std::move(*conn);
+    impl->instance = row->id;
+    impl->channel = fleet_channel(options.instance_id);
+    if (impl->options.max_attempts == 0) impl->options.max_attempts = 1;
+    return std::unique_ptr<Fleet>(new Fleet(std::move(impl)));
+}
+
+Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
+    Impl& d = *impl_;
+    Error last = make_error(Errc::store_error, "fleet database: no attempt made");
+    for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
+        if (auto r = d.begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r.error();
+        TxnState state;
+        FleetWriteView view(d.conn, d.instance, state);
+        const Outcome out = guarded([&] { return fn(view); });
+        if (state.failure == pg::Failure::retry) {
+            d.rollback();
+            last = *state.first_error;
+            continue;
+        }
+        if (state.failed()) {
+            d.rollback();
+            return *state.first_error;
+        }
+        if (!out) {
+            d.rollback();
+            return out.error();
+        }
+        pg::Failure failure = pg::Failure::none;
+        if (auto r = d.commit(view, state, failure); !r) {
+            if (failure != pg::Failure::connection) d.rollback();
+            if (failure == pg::Failure::retry) {
+                last = r.error();
+                continue;
+            }
+            return r.error();
+        }
+        return std::move(d.committed);
+    }
+    return retries_exhausted(d.options.max_attempts, last);
+}
+
+Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& fns, std::vector<Outcome>& results) {
+    Impl& d = *impl_;
+    Error last = make_error(Errc::store_error, "fleet database: no attempt made");
+    auto fail_all = [&](const Error& e) {
+        results.assign(fns.size(), Outcome(e));
+        return e;
+    };
+    for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
+        results.clear();
+        if (auto r = d.begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return fail_all(r.error());
+        TxnState state;
+        FleetWriteView view(d.conn, d.instance, state);
+        bool retry = false;
+        for (const auto& fn : fns) {
+            if (auto r = d.conn.exec("take a savepoint", "SAVEPOINT devcert_job"); !r) {
+                d.rollback();
+                return fail_all(r.error());
+            }
+            const auto mark = view.mark();
+            Outcome out = guarded([&] { return fn(view); });
+            if (state.failure == pg::Failure::retry) {
+                retry = true;
+                last = *state.first_error;
+                break;
+            }
+            if (state.failure == pg::Failure::connection) return fail_all(*state.first_error);
+            if (state.failed() && out) out = *state.first_error;
+            if (!out) {
+                if (auto r = d.conn.exec("roll back to the savepoint", "ROLLBACK TO SAVEPOINT devcert_job"); !r) {
+                    d.rollback();
+                    return fail_all(r.error());
+                }
+                view.rollback_to(mark);
+                state = TxnState{};
+            } else if (auto r = d.conn.exec("release the savepoint", "RELEASE SAVEPOINT devcert_job"); !r) {
+                d.rollback();
+                return fail_all(r.error());
+            }
+            results.push_back(std::move(out));
+        }
+        if (retry) {
+            d.rollback();
+            continue;
+        }
+        pg::Failure failure = pg::Failure::none;
+        if (auto r = d.commit(view, state, failure); !r) {
+            if (failure != pg::Failure::connection) d.rollback();
+            if (failure == pg::Failure::retry) {
+                last = r.error();
+                continue;
+            }
+            return fail_all(r.error());
+        }
+        return std::move(d.committed);
+    }
+    return fail_all(retries_exhausted(d.options.max_attempts, last));
+}
+
+Outcome Fleet::read(const ReadFn& fn) {
+    Impl& d = *impl_;
+    if (auto r = d.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !r) return r;
+    TxnState state;
+    FleetWriteView view(d.conn, d.instance, state);
+    const Outcome out = guarded([&] { return fn(view); });
+    d.rollback();  // nothing to keep
+    if (state.failed() && out) return *state.first_error;
+    return out;
+}
+
+namespace {
+constexpr const char* kHeadSql = "SELECT epoch, last_seq, trimmed_through FROM devcert.instances WHERE id = $1";
+
+Result<FleetHead> read_head(pg::Conn& conn, const std::string& instance) {
+    auto rows = conn.exec("read the change log head", kHeadSql, {instance});
+    if (!rows) return rows.error();
+    if (rows->size() != 1) return make_error(Errc::store_error, "fleet database: the instance's head row is missing");
+    return FleetHead{std::string(rows->text(0, 0)), rows->u64(0, 1), rows->u64(0, 2)};
+}
+}  // namespace
+
+Result<FleetHead> Fleet::head() {
+    if (auto r = impl_->reachable(); !r) return r.error();
+    auto head = read_head(impl_->conn, std::to_string(impl_->instance));
+    // A read is safe to repeat on a fresh connection.
+    if (!head && !impl_->conn.alive() && impl_->reachable())
+        head = read_head(impl_->conn, std::to_string(impl_->instance));
+    return head;
+}
+
+Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t limit) {
+    Impl& d = *impl_;
+    if (auto r = d.reachable(); !r) return r.error();
+    // One statement, so head and entries come from one snapshot; seq >= after
+    // brings the anchor entry along.
+    static const std::string sql = fmt::format(
+        "SELECT i.epoch, i.last_seq, i.trimmed_through, c.* FROM devcert.instances i "
+        "LEFT JOIN LATERAL (SELECT {} FROM devcert.changes WHERE instance = i.id AND seq >= $2 "
+        "ORDER BY seq LIMIT $3) c ON true WHERE i.id = $1",
+        fleet_detail::kChangeColumns);
+    const std::uint64_t from = std::min<std::uint64_t>(after, static_cast<std::uint64_t>(INT64_MAX));
+    const std::uint64_t n = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX) - 1) + 1;
+    const std::string instance = std::to_string(d.instance);
+    const std::string from_text = std::to_string(from);
+    const std::string n_text = std::to_string(n);
+    const std::vector<pg::Param> params{instance, from_text, n_text};
+    auto rows = d.conn.exec("read the change log", sql.c_str(), params);
+    if (!rows && !d.conn.alive() && d.reachable()) rows = d.conn.exec("read the change log", sql.c_str(), params);
+    if (!rows) return rows.error();
+    if (rows->size() == 0)
+        return make_error(Errc::store_error, "fleet database: the instance's head row is missing");
+    FleetChangeBatch batch;
+    batch.head = FleetHead{std::string(rows->text(0, 0)), rows->u64(0, 1), rows->u64(0, 2)};
+    for (int i = 0; i < rows->size(); ++i) {
+        if (rows->null(i, 3)) break;
+        FleetChange change;
+        if (!fleet_detail::change_from_row(*rows, i, 3, change))
+            return make_error(Errc::store_error,
+                              fmt::format("fleet database: change log entry {} is unreadable", rows->text(i, 3)));
+        if (change.entry.seq == after)
+            batch.anchor = std::move(change);
+        else if (batch.changes.size() < limit)
+            batch.changes.push_back(std::move(change));
+    }
+    return batch;
+}
+
+// ---------------------------------------------------------------------------
+// Snapshot: binary COPY, parsed here.
+
+namespace {
+
+/// Reads the fields of binary COPY tuples (PostgreSQL's documented format:
+/// a signature header, then per tuple an int16 field count and per field
+/// an int32 length, -1 for NULL, and the value in the type's binary form).
+class CopyReader {
+public:
+    /// Appends a chunk from PQgetCopyData.
+    void feed(const char* data, std::size_t n) {
+        if (pos_ > 0 && pos_ == buf_.size()) {
+            buf_.clear();
+            pos_ = 0;
+        } else if (pos_ > (1u << 20)) {
+            buf_.erase(0, pos_);
+            pos_ = 0;
+        }
+        buf_.append(data, n);
+    }
+    /// Next complete tuple into fields; false when none is complete yet.
+    /// `bad` is set on a malformed stream, `done` at the trailer.
+    bool next(std::vector<std::optional<std::string_view>>& fields, bool& bad, bool& done) {
+        bad = false;
+        done = false;
+        if (!header_read_) {
+            static constexpr char kSignature[] = "PGCOPY\n\377\r\n";
+            if (avail() < 19) return false;
+            if (std::memcmp(buf_.data() + pos_, kSignature, 11) != 0) {
+                bad = true;
+                return false;
+            }
+            const std::uint32_t ext = u32(pos_ + 15);
+            if (avail() < 19 + ext) return false;
+            pos_ += 19 + ext;
+            header_read_ = true;
+        }
+        if (avail() < 2) return false;
+        const auto count = static_cast<std::int16_t>(u16(pos_));
+        if (count == -1) {
+            pos_ += 2;
+            done = true;
+            return false;
+        }
+        std::size_t at = pos_ + 2;
+        fields.clear();
+        for (int i = 0; i < count; ++i) {
+            if (buf_.size() - at < 4) return false;
+            const auto len = static_cast<std::int32_t>(u32(at));
+            at += 4;
+            if (len < 0) {
+                fields.emplace_back(std::nullopt);
+                continue;
+            }
+            if (buf_.size() - at < static_cast<std::size_t>(len)) return false;
+            fields.emplace_back(std::string_view(buf_.data() + at, static_cast<std::size_t>(len)));
+            at += static_cast<std::size_t>(len);
+        }
+        pos_ = at;
+        return true;
+    }
+
+    static std::int64_t i64(std::string_view f) {
+        std::uint64_t v = 0;
+        for (unsigned char c : f) v = (v << 8) | c;
+        if (f.size() == 2) return static_cast<std::int16_t>(v);
+        if (f.size() == 4) return static_cast<std::int32_t>(v);
+        return static_cast<std::int64_t>(v);
+    }
+
+private:
+    std::size_t avail() const noexcept { return buf_.size() - pos_; }
+    std::uint16_t u16(std::size_t at) const noexcept {
+        const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + at);
+        return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
+    }
+    std::uint32_t u32(std::size_t at) const noexcept {
+        const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + at);
+        return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+    }
+    std::string buf_;
+    std::size_t pos_ = 0;
+    bool header_read_ = false;
+};
+
+struct CopyBufferFree {
+    void operator()(char* p) const noexcept {
+        if (p) PQfreemem(p);
+    }
+};
+
+using Fields = std::vector<std::optional<std::string_view>>;
+
+std::string_view field(const Fields& f, std::size_t i) { return f[i] ? *f[i] : std::string_view{}; }
+
+void fill_fingerprint(std::string_view raw, Sha256& out) {
+    out = {};
+    std::memcpy(out.data(), raw.data(), std::min(raw.size(), out.size()));
+}
+
+bool ca_from_fields(const Fields& f, CaRecord& rec) {
+    if (f.size() != 15) return false;
+    rec.sn = field(f, 0);
+    rec.name = field(f, 1);
+    rec.content_pem = field(f, 2);
+    rec.verification_pem = field(f, 3);
+    rec.registration_code = field(f, 4);
+    rec.status = static_cast<CertStatus>(CopyReader::i64(field(f, 5)));
+    rec.valid_begin_ms = CopyReader::i64(field(f, 6));
+    rec.valid_end_ms = CopyReader::i64(field(f, 7));
+    rec.created_ms = CopyReader::i64(field(f, 8));
+    rec.updated_ms = CopyReader::i64(field(f, 9));
+    rec.status_changed_ms = CopyReader::i64(field(f, 10));
+    rec.registered_by = static_cast<RegisteredBy>(CopyReader::i64(field(f, 11)));
+    rec.subject_key_id = field(f, 12);
+    fill_fingerprint(field(f, 13), rec.fingerprint);
+    rec.device_count = static_cast<std::uint64_t>(CopyReader::i64(field(f, 14)));
+    return true;
+}
+
+bool device_from_fields(const Fields& f, DeviceRecord& rec) {
+    if (f.size() != 12) return false;
+    rec.ca_sn = field(f, 0);
+    rec.device_sn = field(f, 1);
+    rec.device_name = field(f, 2);
+    rec.content_pem = field(f, 3);
+    rec.status = static_cast<CertStatus>(CopyReader::i64(field(f, 4)));
+    rec.valid_begin_ms = CopyReader::i64(field(f, 5));
+    rec.valid_end_ms = CopyReader::i64(field(f, 6));
+    rec.created_ms = CopyReader::i64(field(f, 7));
+    rec.updated_ms = CopyReader::i64(field(f, 8));
+    rec.status_changed_ms = CopyReader::i64(field(f, 9));
+    rec.registered_by = static_cast<RegisteredBy>(CopyReader::i64(field(f, 10)));
+    fill_fingerprint(field(f, 11), rec.fingerprint);
+    return true;
+}
+
+/// Runs one COPY ... TO STDOUT (FORMAT binary) and hands every tuple to
+/// on_tuple. After an error from on_tuple the rest of the stream is read
+/// and dropped, so the connection stays usable.
+Outcome copy_out(pg::Conn& conn, const std::string& sql, std::string_view what,
+                 const std::function<Outcome(const Fields&)>& on_tuple) {
+    pg::ResultPtr start(PQexec(conn.get(), sql.c_str()));
+    if (!start || PQresultStatus(start.get()) != PGRES_COPY_OUT)
+        return pg::statement_error(what, conn.last_message());
+    CopyReader reader;
+    Fields fields;
+    std::optional<Error> failed;
+    bool done = false;
+    for (;;) {
+        char* raw = nullptr;
+        const int n = PQgetCopyData(conn.get(), &raw, 0);
+        std::unique_ptr<char, CopyBufferFree> chunk(raw);
+        if (n == -1) break;
+        if (n < 0) return pg::statement_error(what, conn.last_message());
+        if (failed || done) continue;
+        reader.feed(chunk.get(), static_cast<std::size_t>(n));
+        bool bad = false;
+        while (reader.next(fields, bad, done)) {
+            if (auto r = on_tuple(fields); !r) {
+                failed = r.error();
+                break;
+            }
+        }
+        if (bad) failed = pg::statement_error(what, "the COPY stream is malformed");
+    }
+    for (pg::ResultPtr r(PQgetResult(conn.get())); r; r.reset(PQgetResult(conn.get()))) {
+        if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && !failed)
+            failed = pg::statement_error(what, conn.last_message());
+    }
+    if (failed) return *failed;
+    return Ok{};
+}
+
+}  // namespace
+
+Result<FleetHead> Fleet::snapshot(FleetSnapshotSink& sink) {
+    Impl& d = *impl_;
+    if (auto r = d.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !r) return r.error();
+    const std::string instance = std::to_string(d.instance);
+    auto run = [&]() -> Result<FleetHead> {
+        // The head is read first: in REPEATABLE READ every statement sees the
+        // snapshot taken by the first one, so the records below are exactly
+        // the state after head.last_seq.
+        auto head = read_head(d.conn, instance);
+        if (!head) return head;
+        CaRecord ca;
+        const std::string cas = fmt::format(
+            "COPY (SELECT {} FROM devcert.cas WHERE instance = {} ORDER BY sn) TO STDOUT (FORMAT binary)",
+            fleet_detail::kCaColumns, d.instance);
+        if (auto r = copy_out(d.conn, cas, "copy ca records",
+                              [&](const Fields& f) -> Outcome {
+                                  if (!ca_from_fields(f, ca))
+                                      return pg::statement_error("copy ca records", "unexpected columns");
+                                  return sink.ca(ca);
+                              });
+            !r)
+            return r.error();
+        DeviceRecord device;
+        const std::string devices = fmt::format(
+            "COPY (SELECT {} FROM devcert.devices WHERE instance = {} ORDER BY ca_sn, device_sn) TO STDOUT "
+            "(FORMAT binary)",
+            fleet_detail::kDeviceColumns, d.instance);
+        if (auto r = copy_out(d.conn, devices, "copy device records",
+                              [&](const Fields& f) -> Outcome {
+                                  if (!device_from_fields(f, device))
+                                      return pg::statement_error("copy device records", "unexpected columns");
+                                  return sink.device(device);
+                              });
+            !r)
+            return r.error();
+        return head;
+    };
+    Result<FleetHead> out = [&]() -> Result<FleetHead> {
+        try {
+            return run();
+        } catch (const std::exception& e) {
+            return thrown(e.what());
+        }
+    }();
+    d.rollback();
+    return out;
+}
+
+Outcome Fleet::listen() {
+    if (auto r = impl_->reachable(); !r) return r;
+    return impl_->listen_now();
+}
+
+Result<bool> Fleet::wait_for_commit(std::chrono::milliseconds timeout) {
+    Impl& d = *impl_;
+    if (!d.listening) return make_error(Errc::invalid_argument, "wait_for_commit needs listen() first");
+    if (auto r = d.reachable(); !r) return r.error();
+    PGconn* c = d.conn.get();
+    auto drain = [&] {
+        bool any = false;
+        while (PGnotify* n = PQnotifies(c)) {
+            any = true;
+            PQfreemem(n);
+        }
+        return any;
+    };
+    auto lost = [&] {
+        return make_error(Errc::store_error,
+                          fmt::format("fleet database: waiting for commits failed: {}", d.conn.last_message()));
+    };
+    if (PQconsumeInput(c) == 0) return lost();
+    if (drain()) return true;
+    pollfd p{PQsocket(c), POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(timeout.count(), 0)));
+    if (ready <= 0) return false;
+    if (PQconsumeInput(c) == 0) return lost();
+    return drain();
+}
+
+Result<std::uint64_t> Fleet::trim(std::uint64_t retention) {
+    if (retention == 0) return make_error(Errc::invalid_argument, "a change log retention of 0 would keep nothing");
+    Impl& d = *impl_;
+    if (auto r = d.begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r.error();
+    const std::string instance = std::to_string(d.instance);
+    auto run = [&]() -> Result<std::uint64_t> {
+        auto head = read_head(d.conn, instance);
+        if (!head) return head.error();
+        if (head->last_seq <= retention || head->last_seq - retention <= head->trimmed_through) return std::uint64_t{0};
+        const std::string cut = std::to_string(head->last_seq - retention);
+        // Entries and trimmed_through move together, so a follower reading
+        // both in one snapshot never sees a hole it cannot explain.
+        auto removed = d.conn.exec("trim the change log",
+                                   "DELETE FROM devcert.changes WHERE instance = $1 AND seq <= $2", {instance, cut});
+        if (!removed) return removed.error();
+        auto moved = d.conn.exec("record the trim",
+                                 "UPDATE devcert.instances SET trimmed_through = greatest(trimmed_through, $2) "
+                                 "WHERE id = $1",
+                                 {instance, cut});
+        if (!moved) return moved.error();
+        return removed->affected();
+    };
+    auto out = run();
+    if (!out) {
+        d.rollback();
+        return out;
+    }
+    if (auto r = d.conn.exec("commit", "COMMIT"); !r) return r.error();
+    return out;
+}
+
+}  // namespace devcert

@@ -1,0 +1,106 @@
+// libpq, owned and made safe to log. The owners of PGconn and PGresult are
+// defined here, once; every statement goes through PgConn::exec so that
+// every error is classified and scrubbed of secrets the same way.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "devcert/handles.hpp"
+#include "devcert/result.hpp"
+
+namespace devcert::pg {
+
+using ConnPtr = std::unique_ptr<PGconn, CDeleter<PQfinish>>;
+using ResultPtr = std::unique_ptr<PGresult, CDeleter<PQclear>>;
+
+/// A parameter in text format; nullopt is SQL NULL.
+using Param = std::optional<std::string_view>;
+
+/// How a failed statement may be handled.
+enum class Failure : std::uint8_t {
+    none,
+    retry,       ///< serialisation failure or deadlock: run the transaction again
+    connection,  ///< the connection is gone: the outcome of an open transaction is unknown
+    other,
+};
+
+/// Values libpq might echo in a message and that must never reach a log:
+/// the password (and key passphrase) of the connection string. Collected
+/// from the parsed string, never from a message.
+class Secrets {
+public:
+    void add(std::string_view s) {
+        if (!s.empty()) values_.emplace_back(s);
+    }
+    /// `text` with every secret replaced by "***".
+    std::string scrub(std::string text) const;
+
+private:
+    std::vector<std::string> values_;
+};
+
+/// A query result with typed accessors (text format).
+class Rows {
+public:
+    Rows() = default;
+    explicit Rows(ResultPtr r) : r_(std::move(r)) {}
+    int size() const noexcept { return r_ ? PQntuples(r_.get()) : 0; }
+    bool null(int row, int col) const noexcept { return PQgetisnull(r_.get(), row, col) != 0; }
+    std::string_view text(int row, int col) const noexcept {
+        return {PQgetvalue(r_.get(), row, col), static_cast<std::size_t>(PQgetlength(r_.get(), row, col))};
+    }
+    std::int64_t i64(int row, int col) const noexcept;
+    std::uint64_t u64(int row, int col) const noexcept { return static_cast<std::uint64_t>(i64(row, col)); }
+    /// A bytea column in hex output format ("\x0a1b").
+    std::string bytes(int row, int col) const;
+    /// Rows affected by INSERT/UPDATE/DELETE.
+    std::uint64_t affected() const noexcept;
+
+private:
+    ResultPtr r_;
+};
+
+/// A bytea parameter in hex input format.
+std::string bytea_param(std::string_view raw);
+
+/// One connection, with the secrets of its connection string.
+class Conn {
+public:
+    /// Connects; the error names the server as libpq reports it, scrubbed.
+    static Result<Conn> open(std::string_view conninfo, unsigned connect_timeout_s);
+
+    PGconn* get() const noexcept { return conn_.get(); }
+    const Secrets& secrets() const noexcept { return secrets_; }
+
+    /// Runs one statement. On failure the error says `what` failed and why;
+    /// `failure` (if given) receives the classification.
+    Result<Rows> exec(std::string_view what, const char* sql, std::initializer_list<Param> params = {},
+                      Failure* failure = nullptr);
+    Result<Rows> exec(std::string_view what, const char* sql, const std::vector<Param>& params,
+                      Failure* failure = nullptr);
+    /// Runs several statements without parameters (DDL).
+    Outcome exec_script(std::string_view what, const char* sql);
+    bool alive() const noexcept { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
+    /// Reconnects with the same parameters if the connection was lost.
+    bool ensure_alive() noexcept;
+    /// The connection's own message (scrubbed), for errors outside exec.
+    std::string last_message() const;
+    std::string describe() const;
+
+private:
+    ConnPtr conn_;
+    Secrets secrets_;
+};
+
+/// Error for a failed statement: "fleet database: <what> failed: <primary message>".
+Error statement_error(std::string_view what, std::string_view why);
+
+}  // namespace devcert::pg

@@ -1,0 +1,113 @@
+// FleetWriteView: the store's WriteView over one PostgreSQL transaction,
+// with the observable semantics of the LMDB TxnView (src/store/txn_view.cpp).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "devcert/fleet.hpp"
+#include "devcert/store.hpp"
+#include "pg.hpp"
+
+namespace devcert::fleet_detail {
+
+/// What happened to PostgreSQL inside a transaction body, whatever the body
+/// made of the errors it was given (a failed statement aborts the whole
+/// transaction, so a body that swallows an error must not commit).
+struct TxnState {
+    pg::Failure failure = pg::Failure::none;
+    std::optional<Error> first_error;
+    bool failed() const noexcept { return failure != pg::Failure::none; }
+};
+
+/// Change entries are numbered when the transaction is about to commit (or
+/// when the body reads the log): the head row's lock, which orders all
+/// writers of the instance, is then held for as short a time as possible.
+class FleetWriteView final : public WriteView {
+public:
+    FleetWriteView(pg::Conn& conn, std::int64_t instance, TxnState& state) noexcept
+        : conn_(conn), instance_(std::to_string(instance)), state_(state) {}
+
+    Result<std::optional<CaRecord>> get_ca(std::string_view sn) override;
+    Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) override;
+    Result<PageResult<CaRecord>> list_cas(Page page) override;
+    Result<PageResult<DeviceRecord>> list_devices(Page page) override;
+    Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) override;
+    Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) override;
+    Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) override;
+    Result<std::uint64_t> ca_count() override;
+    Result<std::uint64_t> device_count() override;
+    Result<std::optional<std::string>> meta(std::string_view key) override;
+
+    Outcome insert_ca(const CaRecord& rec, std::string_view action, std::string_view caller) override;
+    Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
+                                     std::string_view caller) override;
+    Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Outcome insert_device(const DeviceRecord& rec, std::string_view action, std::string_view caller) override;
+    Result<CertStatus> set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
+                                         std::string_view action, std::string_view caller) override;
+    Outcome delete_device(std::string_view ca_sn, std::string_view device_sn, std::string_view action,
+                          std::string_view caller) override;
+    Outcome set_meta(std::string_view key, std::string_view value) override;
+
+    /// Where a savepoint was taken, to undo the bookkeeping with it.
+    using CountDeltas = std::map<std::string, std::int64_t, std::less<>>;
+    struct Mark {
+        std::size_t pending = 0;
+        std::size_t numbered = 0;
+        std::int64_t ca_delta = 0;
+        std::int64_t device_delta = 0;
+        CountDeltas ca_devices;
+    };
+    Mark mark() const { return {pending_.size(), numbered_.size(), ca_delta_, device_delta_, ca_device_delta_}; }
+    /// After ROLLBACK TO SAVEPOINT taken at `m`.
+    void rollback_to(const Mark& m);
+    /// Takes the next seqs from the head row and writes the pending entries.
+    Outcome flush();
+    /// Every entry numbered in this transaction, in seq order.
+    std::vector<FleetChange> take_changes() { return std::move(numbered_); }
+
+private:
+    Result<pg::Rows> exec(std::string_view what, const char* sql, const std::vector<pg::Param>& params);
+    Result<std::pair<std::uint64_t, std::uint64_t>> stored_counts();
+    void log(std::string_view action, std::string_view ca_sn, std::string_view device_sn,
+             std::optional<CertStatus> old_status, std::optional<CertStatus> new_status, std::string_view caller,
+             std::int64_t time_ms, std::optional<CaRecord> ca, std::optional<DeviceRecord> device);
+    Result<std::optional<CaRecord>> load_ca(std::string_view sn, bool lock);
+    Result<std::optional<DeviceRecord>> load_device(std::string_view ca_sn, std::string_view device_sn, bool lock);
+
+    pg::Conn& conn_;
+    std::string instance_;
+    TxnState& state_;
+    std::vector<FleetChange> pending_;
+    std::vector<FleetChange> numbered_;
+    std::int64_t ca_delta_ = 0;
+    std::int64_t device_delta_ = 0;
+    /// Devices added or removed per CA, written to the CA rows at flush:
+    /// updating a CA row once per device would leave a chain of row versions
+    /// that every later update in the transaction walks (quadratic).
+    CountDeltas ca_device_delta_;
+    void adjust(CaRecord& rec) const;
+};
+
+/// The record carried by a change row (jsonb), both ways.
+std::string encode_ca_record(const CaRecord& rec);
+std::string encode_device_record(const DeviceRecord& rec);
+bool decode_ca_record(std::string_view json, std::string_view sn, CaRecord& out);
+bool decode_device_record(std::string_view json, std::string_view ca_sn, std::string_view device_sn,
+                          DeviceRecord& out);
+
+/// Column lists and row decoders shared by the view and the snapshot.
+extern const char* const kCaColumns;
+extern const char* const kDeviceColumns;
+extern const char* const kChangeColumns;
+CaRecord ca_from_row(const pg::Rows& rows, int row, int first_col = 0);
+DeviceRecord device_from_row(const pg::Rows& rows, int row, int first_col = 0);
+/// A change row (kChangeColumns from first_col); false if its record is unreadable.
+bool change_from_row(const pg::Rows& rows, int row, int first_col, FleetChange& out);
+
+}  // namespace devcert::fleet_detail

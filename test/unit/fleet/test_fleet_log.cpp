@@ -1,0 +1,466 @@
+// What a follower gets from the fleet: the committed changes with their
+// records, notifications, changes after a position, snapshots, trimming.
+#include <catch2/catch.hpp>
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "devcert/fleet_follower.hpp"
+#include "fleet_fixture.hpp"
+#include "store_fixture.hpp"
+
+using namespace devcert;
+using namespace devcert::test;
+
+namespace {
+
+Outcome status_outcome(const Result<CertStatus>& r) { return r ? Outcome(Ok{}) : Outcome(r.error()); }
+
+/// A raw connection LISTENing on a channel.
+class Listener {
+public:
+    Listener(const std::string& conninfo, const std::string& channel) : conn_(PQconnectdb(conninfo.c_str())) {
+        REQUIRE(PQstatus(conn_) == CONNECTION_OK);
+        PGresult* res = PQexec(conn_, ("LISTEN " + channel).c_str());
+        REQUIRE(PQresultStatus(res) == PGRES_COMMAND_OK);
+        PQclear(res);
+    }
+    ~Listener() { PQfinish(conn_); }
+    Listener(const Listener&) = delete;
+    Listener& operator=(const Listener&) = delete;
+
+    /// Payloads of the notifications that arrive within `wait`.
+    std::vector<std::string> receive(std::chrono::milliseconds wait) {
+        std::vector<std::string> out;
+        const auto deadline = std::chrono::steady_clock::now() + wait;
+        for (;;) {
+            PQconsumeInput(conn_);
+            while (PGnotify* n = PQnotifies(conn_)) {
+                out.emplace_back(n->extra);
+                PQfreemem(n);
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                    std::chrono::steady_clock::now());
+            if (left.count() <= 0 || !out.empty()) return out;
+            pollfd p{PQsocket(conn_), POLLIN, 0};
+            ::poll(&p, 1, static_cast<int>(left.count()));
+        }
+    }
+
+private:
+    PGconn* conn_;
+};
+
+class CollectingSink : public FleetSnapshotSink {
+public:
+    std::vector<CaRecord> cas;
+    std::vector<DeviceRecord> devices;
+    std::function<void()> on_first_ca;
+    Outcome ca(const CaRecord& rec) override {
+        if (cas.empty() && on_first_ca) on_first_ca();
+        cas.push_back(rec);
+        return Ok{};
+    }
+    Outcome device(const DeviceRecord& rec) override {
+        devices.push_back(rec);
+        return Ok{};
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a write returns its committed changes with their seqs and the records after them", "[fleet][log]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    const auto created = must_commit(*fleet, [](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "RegisterCaCertificate", "ops"); !r) return r;
+        return v.insert_device(make_device("0a", "01"), "AutoRegister", "connection");
+    });
+    REQUIRE(created.size() == 2);
+    CHECK(created[0].entry.seq == 1);
+    REQUIRE(created[0].ca.has_value());
+    CHECK(created[0].ca->name == "ca 0a");
+    CHECK(created[0].ca->subject_key_id == "ski-0a");
+    CHECK_FALSE(created[0].device.has_value());
+    CHECK(created[1].entry.seq == 2);
+    REQUIRE(created[1].device.has_value());
+    CHECK(created[1].device->content_pem == std::string(64, 'p'));
+
+    const auto changed = must_commit(*fleet, [](WriteView& v) {
+        return status_outcome(v.set_device_status("0a", "01", CertStatus::inactive, "InactivateDeviceCertificate", "ops"));
+    });
+    REQUIRE(changed.size() == 1);
+    CHECK(changed[0].entry.seq == 3);
+    REQUIRE(changed[0].device.has_value());
+    CHECK(changed[0].device->status == CertStatus::inactive);
+    CHECK(changed[0].device->status_changed_ms == changed[0].entry.time_ms);
+
+    const auto nothing = must_commit(*fleet, [](WriteView& v) {
+        return status_outcome(v.set_device_status("0a", "01", CertStatus::inactive, "InactivateDeviceCertificate", "ops"));
+    });
+    CHECK(nothing.empty());
+
+    const auto removed = must_commit(*fleet, [](WriteView& v) -> Outcome {
+        auto r = v.delete_ca("0a", "DeleteCaCertificate", "ops");
+        return r ? Outcome(Ok{}) : Outcome(r.error());
+    });
+    REQUIRE(removed.size() == 2);
+    CHECK(removed[0].entry.seq == 4);
+    CHECK_FALSE(removed[0].device.has_value());
+    CHECK_FALSE(removed[1].ca.has_value());
+    CHECK(fleet->head()->last_seq == 5);
+}
+
+TEST_CASE("a commit notifies the instance's channel with its last seq", "[fleet][log]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    Listener listener(db.conninfo, fleet_channel("fleet-test"));
+    must_commit(*fleet, [](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        return v.insert_device(make_device("0a", "01"), "A", "t");
+    });
+    CHECK(listener.receive(std::chrono::seconds(5)) == std::vector<std::string>{"2"});
+    // A transaction that changes nothing says nothing.
+    must_commit(*fleet, [](WriteView& v) { return v.set_meta("instance_id", "x"); });
+    CHECK(listener.receive(std::chrono::milliseconds(300)).empty());
+    std::vector<Outcome> results;
+    REQUIRE(fleet
+                ->write_batch({[](WriteView& v) { return v.insert_device(make_device("0a", "02"), "A", "t"); },
+                               [](WriteView& v) { return v.insert_device(make_device("0a", "03"), "A", "t"); }},
+                              results)
+                .ok());
+    CHECK(listener.receive(std::chrono::seconds(5)) == std::vector<std::string>{"4"});
+}
+
+TEST_CASE("a listening fleet connection wakes up on another broker's commit", "[fleet][log]") {
+    FleetDb db;
+    auto writer = db.connect();
+    auto follower = db.connect();
+    CHECK(follower->wait_for_commit(std::chrono::milliseconds(10)).error().code == Errc::invalid_argument);
+    REQUIRE(follower->listen().ok());
+    CHECK(*follower->wait_for_commit(std::chrono::milliseconds(200)) == false);
+    must_commit(*writer, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    must_commit(*writer, [](WriteView& v) { return v.insert_ca(make_ca("0b"), "R", "t"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both notifications are on their way
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(*follower->wait_for_commit(std::chrono::seconds(5)) == true);
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+    // Both notifications were consumed at once.
+    CHECK(*follower->wait_for_commit(std::chrono::milliseconds(100)) == false);
+
+    // After the database restarts, the next call reconnects and listens again.
+    auto& server = PgServer::shared();
+    server.stop();
+    CHECK_FALSE(follower->wait_for_commit(std::chrono::milliseconds(100)).ok());
+    server.start();
+    REQUIRE(follower->head().ok());
+    must_commit(*writer, [](WriteView& v) { return v.insert_ca(make_ca("0c"), "R", "t"); });
+    CHECK(*follower->wait_for_commit(std::chrono::seconds(5)) == true);
+}
+
+TEST_CASE("changes after a position come with the head and the anchor entry from one snapshot", "[fleet][log]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        for (std::uint64_t i = 1; i <= 5; ++i)
+            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
+        return Ok{};
+    });
+    auto batch = fleet->changes_after(2, 3);
+    REQUIRE(batch.ok());
+    CHECK(batch->head.last_seq == 6);
+    CHECK(batch->head.epoch == fleet->head()->epoch);
+    REQUIRE(batch->anchor.has_value());
+    CHECK(batch->anchor->entry.seq == 2);
+    REQUIRE(batch->changes.size() == 3);
+    CHECK(batch->changes[0].entry.seq == 3);
+    CHECK(batch->changes[2].entry.seq == 5);
+    REQUIRE(batch->changes[2].device.has_value());
+    CHECK(batch->changes[2].device->device_sn == serial_for(4));
+    CHECK(batch->changes[2].device->fingerprint == make_device("0a", serial_for(4)).fingerprint);
+
+    auto from_start = fleet->changes_after(0, 100);
+    REQUIRE(from_start.ok());
+    CHECK_FALSE(from_start->anchor.has_value());
+    CHECK(from_start->changes.size() == 6);
+    auto end = fleet->changes_after(6, 100);
+    REQUIRE(end.ok());
+    CHECK(end->changes.empty());
+    CHECK(end->anchor->entry.seq == 6);
+
+    // A follower that applied entry 2 recognises it; one that applied
+    // something else under that number is told to resync.
+    FollowerPosition pos{batch->head.epoch, 2, change_digest(batch->anchor->entry)};
+    CHECK(plan_follow(pos, *batch).action == FollowAction::apply);
+    pos.digest = *pos.digest + 1;
+    CHECK(plan_follow(pos, *batch).action == FollowAction::resync);
+}
+
+TEST_CASE("a snapshot holds exactly the state at its head, in key order", "[fleet][log][snapshot]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) -> Outcome {
+        for (const char* ca : {"0b", "0a"})
+            if (auto r = v.insert_ca(make_ca(ca), "R", "t"); !r) return r;
+        for (std::uint64_t i = 40; i >= 1; --i)
+            if (auto r = v.insert_device(make_device(i % 2 ? "0a" : "0b", serial_for(i), CertStatus::active, 900),
+                                         "A", "t");
+                !r)
+                return r;
+        return status_outcome(v.set_device_status("0a", serial_for(3), CertStatus::revoked, "R", "t"));
+    });
+    // A write committed while the snapshot streams is not part of it.
+    auto other = db.connect();
+    CollectingSink sink;
+    sink.on_first_ca = [&] {
+        must_commit(*other, [](WriteView& v) { return v.insert_device(make_device("0a", "ff"), "A", "t"); });
+    };
+    auto head = fleet->snapshot(sink);
+    REQUIRE(head.ok());
+    CHECK(head->last_seq == 43);
+    CHECK(fleet->head()->last_seq == 44);
+    REQUIRE(sink.cas.size() == 2);
+    CHECK(sink.cas[0].sn == "0a");
+    CHECK(sink.cas[0].device_count == 20);
+    CHECK(sink.cas[1].subject_key_id == "ski-0b");
+    CHECK(sink.cas[1].fingerprint == make_ca("0b").fingerprint);
+    REQUIRE(sink.devices.size() == 40);
+    for (std::size_t i = 1; i < sink.devices.size(); ++i) {
+        const auto& a = sink.devices[i - 1];
+        const auto& b = sink.devices[i];
+        CHECK(std::tie(a.ca_sn, a.device_sn) < std::tie(b.ca_sn, b.device_sn));
+    }
+    const DeviceRecord& third = sink.devices[1];  // 0a: 1, 3, 5, ...
+    CHECK(third.device_sn == serial_for(3));
+    CHECK(third.status == CertStatus::revoked);
+    CHECK(third.content_pem == std::string(900, 'p'));
+    CHECK(third.fingerprint == make_device("0a", serial_for(3)).fingerprint);
+    CHECK(third.valid_end_ms == 2'600'000'000'000);
+    CHECK(third.registered_by == RegisteredBy::connection);
+    // The connection is usable afterwards.
+    CHECK(fleet->head().ok());
+}
+
+TEST_CASE("a sink's error stops the snapshot and leaves the connection usable", "[fleet][log][snapshot]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) -> Outcome {
+        for (const char* ca : {"0a", "0b", "0c"})
+            if (auto r = v.insert_ca(make_ca(ca), "R", "t"); !r) return r;
+        return Ok{};
+    });
+    struct Refusing : FleetSnapshotSink {
+        int seen = 0;
+        Outcome ca(const CaRecord&) override {
+            ++seen;
+            return make_error(Errc::io_error, "replica full");
+        }
+        Outcome device(const DeviceRecord&) override { return Ok{}; }
+    } sink;
+    auto head = fleet->snapshot(sink);
+    REQUIRE_FALSE(head.ok());
+    CHECK(head.error().message == "replica full");
+    CHECK(sink.seen == 1);
+    CHECK(fleet->head()->last_seq == 3);
+}
+
+TEST_CASE("trimming keeps the newest entries, and a follower behind them is told to resync", "[fleet][log][trim]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        for (std::uint64_t i = 1; i <= 29; ++i)
+            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
+        return Ok{};
+    });
+    CHECK(fleet->trim(0).error().code == Errc::invalid_argument);
+    CHECK(*fleet->trim(100) == 0);
+    CHECK(*fleet->trim(10) == 20);
+    CHECK(*fleet->trim(10) == 0);
+    const auto head = fleet->head();
+    CHECK(head->trimmed_through == 20);
+    CHECK(head->last_seq == 30);
+
+    auto behind = fleet->changes_after(5, 100);
+    REQUIRE(behind.ok());
+    CHECK(plan_follow(FollowerPosition{head->epoch, 5, std::nullopt}, *behind).action == FollowAction::resync);
+    auto edge = fleet->changes_after(20, 100);
+    REQUIRE(edge.ok());
+    REQUIRE(edge->changes.size() == 10);
+    CHECK(edge->changes.front().entry.seq == 21);
+    const auto plan = plan_follow(FollowerPosition{head->epoch, 20, std::nullopt}, *edge);
+    CHECK(plan.action == FollowAction::apply);
+    CHECK(plan.new_seq == 30);
+
+    // Seqs keep rising after trimming.
+    const auto next = must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0b"), "R", "t"); });
+    CHECK(next.at(0).entry.seq == 31);
+}
+
+TEST_CASE("a failed job in a batch takes no seq; the batch's changes are numbered contiguously", "[fleet][log]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    std::vector<Outcome> results;
+    auto changes = fleet->write_batch(
+        {[](WriteView& v) { return v.insert_device(make_device("0a", "01"), "A", "t"); },
+         [](WriteView& v) -> Outcome {
+             // Reads its own batch's log, which numbers what is pending so
+             // far; its own failure must undo that as well.
+             if (auto r = v.insert_device(make_device("0a", "02"), "A", "t"); !r) return r;
+             CHECK(v.changes_after(0, 10)->size() == 3);
+             return make_error(Errc::invalid_argument, "refused");
+         },
+         [](WriteView& v) { return v.insert_device(make_device("0a", "03"), "A", "t"); }},
+        results);
+    REQUIRE(changes.ok());
+    REQUIRE(results.size() == 3);
+    CHECK(results[0].ok());
+    CHECK_FALSE(results[1].ok());
+    CHECK(results[2].ok());
+    REQUIRE(changes->size() == 2);
+    CHECK(changes->at(0).entry.seq == 2);
+    CHECK(changes->at(0).entry.device_sn == "01");
+    CHECK(changes->at(1).entry.seq == 3);
+    CHECK(changes->at(1).entry.device_sn == "03");
+    auto log = fleet->changes_after(0, 10);
+    REQUIRE(log->changes.size() == 3);
+    CHECK(log->changes[2].entry.device_sn == "03");
+    CHECK(fleet->read([](ReadView& v) -> Outcome {
+        CHECK(*v.device_count() == 2);
+        CHECK((*v.get_ca("0a"))->device_count == 2);
+        return Ok{};
+    }).ok());
+}
+
+TEST_CASE("a body that swallows a database error does not commit", "[fleet][log]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    // A value that is not UTF-8 makes PostgreSQL refuse the statement, which
+    // aborts the transaction; the body ignores the error.
+    auto out = fleet->write([](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        (void)v.set_meta("k", "bad \xff utf-8");
+        return Ok{};
+    });
+    REQUIRE_FALSE(out.ok());
+    CHECK(out.error().code == Errc::store_error);
+    CHECK(fleet->head()->last_seq == 0);
+    CHECK(fleet->read([](ReadView& v) -> Outcome {
+        CHECK_FALSE(v.get_ca("0a")->has_value());
+        return Ok{};
+    }).ok());
+}
+
+TEST_CASE("writers on different connections serialise on the same record", "[fleet][log][concurrency]") {
+    FleetDb db;
+    {
+        auto fleet = db.connect();
+        must_commit(*fleet, [](WriteView& v) -> Outcome {
+            if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+            return v.insert_device(make_device("0a", "01"), "A", "t");
+        });
+    }
+    constexpr int kThreads = 8;
+    constexpr int kRounds = 40;
+    std::atomic<int> errors{0};
+    std::atomic<int> transitions{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            auto fleet = connect_fleet(db.options);
+            for (int i = 0; i < kRounds; ++i) {
+                const CertStatus target = (i + t) % 2 ? CertStatus::inactive : CertStatus::active;
+                auto out = fleet->write([&](WriteView& v) {
+                    return status_outcome(v.set_device_status("0a", "01", target, "Toggle", "t"));
+                });
+                if (!out)
+                    ++errors;
+                else
+                    transitions += static_cast<int>(out->size());
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(errors == 0);
+    auto fleet = db.connect();
+    auto log = fleet->changes_after(2, 100'000);
+    REQUIRE(log.ok());
+    REQUIRE(static_cast<int>(log->changes.size()) == transitions.load());
+    // Every change starts from the status the previous one left: no update
+    // was lost between two writers that read the same old status.
+    CertStatus current = CertStatus::active;
+    for (const auto& c : log->changes) {
+        CHECK(c.entry.old_status == current);
+        CHECK(c.entry.new_status != c.entry.old_status);
+        current = *c.entry.new_status;
+    }
+    CHECK(fleet->read([&](ReadView& v) -> Outcome {
+        CHECK((*v.get_device("0a", "01"))->status == current);
+        return Ok{};
+    }).ok());
+}
+
+TEST_CASE("two brokers registering the same device at once yield one record and one change",
+          "[fleet][log][concurrency]") {
+    FleetDb db;
+    {
+        auto fleet = db.connect();
+        must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    }
+    constexpr int kThreads = 6;
+    std::atomic<int> inserted{0};
+    std::atomic<int> already{0};
+    std::atomic<int> other{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&] {
+            auto fleet = connect_fleet(db.options);
+            for (std::uint64_t i = 1; i <= 30; ++i) {
+                auto out = fleet->write([&](WriteView& v) {
+                    return v.insert_device(make_device("0a", serial_for(i)), "AutoRegister", "connection");
+                });
+                if (out)
+                    ++inserted;
+                else if (out.error().code == Errc::already_exists)
+                    ++already;
+                else
+                    ++other;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(inserted == 30);
+    CHECK(already == 30 * (kThreads - 1));
+    CHECK(other == 0);
+    auto fleet = db.connect();
+    CHECK(fleet->head()->last_seq == 31);
+    CHECK(fleet->read([](ReadView& v) -> Outcome {
+        CHECK(*v.device_count() == 30);
+        CHECK((*v.get_ca("0a"))->device_count == 30);
+        return Ok{};
+    }).ok());
+}
+
+TEST_CASE("while the database is down writes fail at once, and the next write after it returns reconnects",
+          "[fleet][log][outage]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    auto& server = PgServer::shared();
+    server.stop();
+    auto down = fleet->write([](WriteView& v) { return v.insert_ca(make_ca("0b"), "R", "t"); });
+    auto head = fleet->head();
+    server.start();
+    REQUIRE_FALSE(down.ok());
+    CHECK(down.error().code == Errc::store_error);
+    CHECK_THAT(down.error().message, Catch::Contains("fleet database"));
+    CHECK_FALSE(head.ok());
+    const auto up = must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0c"), "R", "t"); });
+    CHECK(up.at(0).entry.seq == 2);
+}
