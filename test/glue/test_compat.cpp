@@ -1,9 +1,11 @@
 // What the plugin does differently per broker version, and the $SYS topics.
 // The stub is a 2.0 broker: it exports no mosquitto_plugin_set_info.
 #include <catch2/catch.hpp>
+#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "broker_compat.hpp"
 #include "glue_fixture.hpp"
@@ -89,4 +91,52 @@ TEST_CASE("$SYS topics are off with sys_interval 0", "[glue][sys]") {
     Plugin plugin(devcert::OptionList{{"sys_interval", "0"}});
     plugin.broker().tick();
     CHECK(plugin.broker().published.empty());
+}
+
+namespace {
+volatile sig_atomic_t g_timer_signals = 0;
+void count_signal(int) { g_timer_signals = g_timer_signals + 1; }
+}  // namespace
+
+TEST_CASE("the tick timer signals the thread that started it once, and each push moves it back", "[glue][compat]") {
+    struct sigaction action {};
+    struct sigaction previous {};
+    action.sa_handler = count_signal;
+    sigemptyset(&action.sa_mask);
+    REQUIRE(sigaction(SIGURG, &action, &previous) == 0);
+    g_timer_signals = 0;
+    {
+        devcert::plugin::TickTimer timer;
+        REQUIRE(timer.start(SIGURG).ok());
+        REQUIRE(timer.running());
+        timer.push_back(100, 0);
+        // Pushed back before it fires: nothing yet after 60 + 60 ms.
+        std::this_thread::sleep_for(std::chrono::milliseconds(60));
+        timer.push_back(100, 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(60));
+        CHECK(g_timer_signals == 0);
+        // Left alone, it fires once.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        while (g_timer_signals == 0 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        CHECK(g_timer_signals == 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        CHECK(g_timer_signals == 1);
+        // A push within the re-arm interval does not re-arm (no system call
+        // per tick under load).
+        timer.push_back(50, 10'000);
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        CHECK(g_timer_signals == 1);
+        timer.stop();
+        CHECK_FALSE(timer.running());
+    }
+    sigaction(SIGURG, &previous, nullptr);
+}
+
+TEST_CASE("with the wake-up signal off there is no timer", "[glue][compat]") {
+    devcert::plugin::TickTimer timer;
+    REQUIRE(timer.start(0).ok());
+    CHECK_FALSE(timer.running());
+    timer.push_back(1, 0);  // does nothing
 }
