@@ -55,7 +55,8 @@ fi
 
 echo "== installing"
 etc_before=$(find /etc/mosquitto -type f -exec md5sum {} + 2>/dev/null | sort || true)
-brokers_before=$(pgrep -x mosquitto | sort || true)
+# The machine's own broker (Debian's service), not brokers of other tests.
+brokers_before=$(pgrep -f '^/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf$' | sort || true)
 dpkg -i "$deb" >"$work/dpkg-install.log" 2>&1 || { cat "$work/dpkg-install.log"; exit 1; }
 installed=1
 [[ -f $module && -x /usr/bin/devcertctl && -f $dropin ]]
@@ -63,7 +64,7 @@ grep -q 'GLIBC_TUNABLES=glibc.malloc.tcache_count=512' "$dropin"
 grep -q 'RuntimeDirectory=mosquitto' "$dropin"
 etc_after=$(find /etc/mosquitto -type f -exec md5sum {} + 2>/dev/null | sort || true)
 [[ $etc_before == "$etc_after" ]] || { echo "FAIL: installing changed /etc/mosquitto"; exit 1; }
-# Every broker that ran before still runs, with the same process id.
+# The system broker that ran before still runs, with the same process id.
 for pid in $brokers_before; do
   kill -0 "$pid" 2>/dev/null || { echo "FAIL: broker $pid stopped while installing"; exit 1; }
 done
