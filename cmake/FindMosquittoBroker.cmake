@@ -1,7 +1,12 @@
-# Finds the Mosquitto broker plugin headers (mosquitto-dev) and defines the
-# header-only imported target Mosquitto::Broker. The plugin links nothing:
-# the broker provides the mosquitto_* symbols when it loads the module.
-find_path(MosquittoBroker_INCLUDE_DIR NAMES mosquitto_broker.h mosquitto_plugin.h)
+# Finds the Mosquitto broker plugin headers and defines the header-only
+# imported target Mosquitto::Broker. The plugin links nothing: the broker
+# provides the mosquitto_* symbols when it loads the module.
+#
+# Either layout works: 2.0's flat mosquitto_broker.h (Debian's mosquitto-dev)
+# or 2.1's mosquitto/broker.h (plugin/broker.hpp picks with __has_include).
+# To build against a 2.1 source tree:
+#   -DMosquittoBroker_INCLUDE_DIR=/path/to/mosquitto-2.1.2/include
+find_path(MosquittoBroker_INCLUDE_DIR NAMES mosquitto/broker.h mosquitto_broker.h)
 find_program(MosquittoBroker_EXECUTABLE NAMES mosquitto PATHS /usr/sbin /usr/local/sbin)
 include(FindPackageHandleStandardArgs)
 find_package_handle_standard_args(MosquittoBroker REQUIRED_VARS MosquittoBroker_INCLUDE_DIR)

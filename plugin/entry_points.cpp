@@ -4,7 +4,9 @@
 #include <memory>
 
 #include "broker.hpp"
+#include "broker_compat.hpp"
 #include "callbacks.hpp"
+#include "instances.hpp"
 #include "plugin_state.hpp"
 
 using devcert::plugin::LogLevel;
@@ -22,6 +24,7 @@ __attribute__((visibility("default"))) int mosquitto_plugin_version(int supporte
 
 __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
                                                                  struct mosquitto_opt* options, int option_count) {
+    bool claimed = false;
     try {
         devcert::OptionList list;
         for (int i = 0; i < option_count; ++i) {
@@ -32,14 +35,26 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
             devcert::plugin::log_line(LogLevel::error, config.error().message);
             return MOSQ_ERR_INVAL;
         }
+        // Before anything is opened: one store, one admin socket per process.
+        if (auto claim = devcert::plugin::claim_instance(config->db_path); !claim) {
+            devcert::plugin::log_line(LogLevel::error, claim.error().message);
+            return MOSQ_ERR_INVAL;
+        }
+        claimed = true;
         auto started = devcert::plugin::start_plugin(std::move(*config));
         if (!started) {
+            devcert::plugin::release_instance();
             devcert::plugin::log_line(LogLevel::error, started.error().message);
             return MOSQ_ERR_UNKNOWN;
         }
         std::unique_ptr<PluginState> state = std::move(*started);
         state->plugin_id = identifier;
-        if (const int rc = devcert::plugin::register_callbacks(*state); rc != MOSQ_ERR_SUCCESS) return rc;
+        devcert::plugin::name_plugin(identifier);
+        if (const int rc = devcert::plugin::register_callbacks(*state); rc != MOSQ_ERR_SUCCESS) {
+            state.reset();
+            devcert::plugin::release_instance();
+            return rc;
+        }
         *userdata = state.release();
         return MOSQ_ERR_SUCCESS;
     } catch (const std::exception& e) {
@@ -47,6 +62,7 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
     } catch (...) {
         devcert::plugin::log_line(LogLevel::error, "cannot start: unexpected error");
     }
+    if (claimed) devcert::plugin::release_instance();
     return MOSQ_ERR_UNKNOWN;
 }
 
@@ -56,6 +72,7 @@ __attribute__((visibility("default"))) int mosquitto_plugin_cleanup(void* userda
     try {
         devcert::plugin::unregister_callbacks(*state);
         delete state;
+        devcert::plugin::release_instance();
     } catch (...) {
         devcert::plugin::log_line(LogLevel::error, "cleanup failed unexpectedly");
     }

@@ -18,6 +18,8 @@
 #include "devcert/store.hpp"
 #include "devcert/store_writer.hpp"
 #include "log.hpp"
+#include "sys_topics.hpp"
+#include "tick_timer.hpp"
 #include "wakeup.hpp"
 
 struct mosquitto_plugin_id_t;
@@ -64,6 +66,8 @@ struct PluginState {
     /// BASIC_AUTH calls in between are the broker's re-check of every session.
     bool reload_recheck = false;            ///< broker thread
     TickWatch tick_watch;                   ///< broker thread
+    TickTimer tick_timer;                   ///< broker thread; 2.1 brokers only
+    SysTopics sys_topics;                   ///< broker thread
 };
 
 /// Opens the store, imports CAs, builds the issuer index and starts the

@@ -31,6 +31,7 @@ struct PluginConfig {
     unsigned max_ca = 100;
     std::uint64_t change_log_retention = 1'000'000;
     std::uint64_t map_size = 64ull << 20;                      ///< initial LMDB map size, bytes
+    unsigned sys_interval = 10;                                ///< s between $SYS rounds; 0 = off
 
     PluginConfig();
 };

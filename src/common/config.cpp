@@ -311,6 +311,12 @@ Result<PluginConfig> parse_config(const OptionList& options) {
             auto v = parse_size(key, value, 1ull << 20, 1ull << 40);
             if (!v) return v.error();
             c.map_size = *v;
+        } else if (key == "sys_interval") {
+            // The broker's own sys_interval is not visible to plugins: the
+            // operator sets the same value here (both default to 10 s).
+            auto v = parse_unsigned(key, value, 0, 86'400);
+            if (!v) return v.error();
+            c.sys_interval = static_cast<unsigned>(*v);
         } else {
             return bad(key, "unknown option");
         }

@@ -45,6 +45,13 @@ struct Callback {
     void* userdata;
 };
 
+struct Publish {
+    std::string topic;
+    std::string payload;
+    int qos;
+    bool retain;
+};
+
 class Broker {
 public:
     /// Forgets everything; the calling thread becomes the broker thread.
@@ -55,6 +62,8 @@ public:
     std::vector<std::string> foreign_calls;  ///< broker functions called from another thread
     std::vector<Callback> callbacks;
     std::vector<mosquitto*> sessions;        ///< clients the broker knows (for kicks by id)
+    std::vector<Publish> published;          ///< mosquitto_broker_publish_copy calls
+    long tick_next_ns = 0;                   ///< next_ns the last TICK callback asked for
     mosquitto_plugin_id_t plugin_id;
     std::thread::id broker_thread;
 

@@ -10,6 +10,7 @@ not reach the per-test store directory under the pytest tmp dir.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,15 @@ import urllib.parse
 import weakref
 from pathlib import Path
 
-MOSQUITTO = "/usr/sbin/mosquitto"
+# The broker under test: Debian's unless DEVCERT_MOSQUITTO names another
+# binary (scripts/test-compat runs the tests against each vendored build).
+MOSQUITTO = os.environ.get("DEVCERT_MOSQUITTO") or "/usr/sbin/mosquitto"
+
+
+def broker_running(log):
+    """True once the broker logged "mosquitto version X running" (2.1 also
+    logs "running mosquitto as user: ..." before it loads plugins)."""
+    return re.search(r"mosquitto version \S+ running", log) is not None
 
 
 def plugin_path():
@@ -232,7 +241,7 @@ class Broker:
             try:
                 with socket.create_connection(("127.0.0.1", self.plain_port), timeout=0.2):
                     pass
-                if "running" in self.log():
+                if broker_running(self.log()):
                     return self
             except OSError:
                 pass

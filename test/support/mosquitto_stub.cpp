@@ -46,6 +46,8 @@ void Broker::reset() {
     kicked.clear();
     foreign_calls.clear();
     callbacks.clear();
+    published.clear();
+    tick_next_ns = 0;
     broker_thread = std::this_thread::get_id();
 }
 
@@ -71,6 +73,7 @@ int Broker::basic_auth(mosquitto* client) {
 void Broker::tick() {
     mosquitto_evt_tick event{};
     fire(MOSQ_EVT_TICK, &event);
+    tick_next_ns = event.next_ns;
 }
 
 void Broker::disconnect(mosquitto* client) {
@@ -179,6 +182,14 @@ int mosquitto_kick_client_by_clientid(const char* clientid, bool) {
         }
     }
     return MOSQ_ERR_NOT_FOUND;
+}
+
+int mosquitto_broker_publish_copy(const char*, const char* topic, int payloadlen, const void* payload, int qos,
+                                  bool retain, mosquitto_property*) {
+    stub::note_thread("mosquitto_broker_publish_copy");
+    stub::broker().published.push_back(
+        {topic, std::string(static_cast<const char*>(payload), static_cast<std::size_t>(payloadlen)), qos, retain});
+    return MOSQ_ERR_SUCCESS;
 }
 
 const char* mosquitto_strerror(int rc) {

@@ -177,3 +177,11 @@ TEST_CASE("the admin socket is off or a path that fits a UNIX socket address", "
     CHECK(error_of({{"admin_socket", long_path}}).ends_with("bytes long, a UNIX socket path holds at most 107"));
     CHECK(error_of({{"admin_socket", ""}}) == "plugin_opt_admin_socket: a path is required");
 }
+
+TEST_CASE("sys_interval defaults to the broker's 10 s, 0 turns the $SYS topics off", "[config]") {
+    CHECK(parsed({}).sys_interval == 10);
+    CHECK(parsed({{"sys_interval", "0"}}).sys_interval == 0);
+    CHECK(parsed({{"sys_interval", "1"}}).sys_interval == 1);
+    CHECK(error_of({{"sys_interval", "86401"}}).starts_with("plugin_opt_sys_interval: '86401' is not between"));
+    CHECK(error_of({{"sys_interval", "-1"}}).starts_with("plugin_opt_sys_interval:"));
+}
