@@ -136,7 +136,7 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
                                          op.name)};
         }
         const bool repeated = std::any_of(call.params.begin(), call.params.end(),
-                                          [&](const auto& p) { return p.first == name; });
+                                          [&option = name](const auto& p) { return p.first == option; });
         if (repeated) throw UsageError{fmt::format("--{} is given twice", name)};
         if (spec->kind == ParamKind::pem && value.size() > 1 && value.front() == '@') {
             value = read_value_file(name, value.substr(1));

@@ -2,7 +2,7 @@
 # Runs every benchmark once at a tiny size so that none of them can rot. It
 # builds nothing: give it a build directory where the bench targets, the
 # plugin and devcertctl are built. It asserts no timings; it fails only if a
-# benchmark fails to run.
+# benchmark fails to run, or if the soak sees a wrong outcome or growth.
 #
 #   bench/run_all_tiny.sh [BUILD_DIR]      # default: build
 set -euo pipefail
@@ -57,4 +57,7 @@ if [[ -f "$here/admin_bench.py" ]]; then
   step "admin_bench.py"
   "$python" "$here/admin_bench.py" --build "$build" --tiny --work "$work/admin"
 fi
+step "soak.py (45 s: churn, admin calls, RSS and descriptors; fails on a wrong outcome or growth)"
+"$python" "$here/soak.py" --build "$build" --seconds 45 --work "$work/soak" >/dev/null
+
 echo "== bench (tiny): all ran"
