@@ -112,10 +112,15 @@ struct PageResult {
     std::uint64_t total = 0;           ///< number of matching records
 };
 
+inline constexpr std::uint64_t kDefaultChangeLogRetention = 1'000'000;
+
 struct StoreOptions {
     std::string path = "/var/lib/mosquitto/devcert";
     std::uint64_t initial_map_size = 64ull << 20;   ///< grows by doubling on MDB_MAP_FULL
-    std::uint64_t change_log_retention = 1'000'000; ///< newest entries kept
+    /// Newest change-log entries kept. A value is recorded in the store; an
+    /// open without one (devcertctl --db) applies the recorded value, or
+    /// kDefaultChangeLogRetention in a store that never had one.
+    std::optional<std::uint64_t> change_log_retention;
     bool create = true;                ///< create the directory if missing
     unsigned max_readers = 256;
 };
@@ -252,6 +257,9 @@ public:
     /// slot; the others still commit. Returns the commit's own error, if any
     /// (then every slot reports it).
     Outcome write_batch(const std::vector<std::function<Outcome(WriteView&)>>& fns, std::vector<Outcome>& results);
+
+    /// The change-log retention in force (see StoreOptions).
+    std::uint64_t change_log_retention() const noexcept;
 
     /// Current map size in bytes (grows on demand).
     std::uint64_t map_size() const noexcept;

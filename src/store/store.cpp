@@ -5,6 +5,7 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <system_error>
@@ -166,6 +167,8 @@ const std::string& Store::path() const noexcept { return impl_->options.path; }
 
 std::uint64_t Store::map_size() const noexcept { return impl_->map_size.load(); }
 
+std::uint64_t Store::change_log_retention() const noexcept { return impl_->change_log_retention; }
+
 std::uint64_t Store::last_commit_id() const noexcept {
     try {
         // The meta pages live in the map: hold the gate so a remap by this
@@ -183,6 +186,33 @@ namespace {
 
 Error open_error(const std::string& path, std::string_view reason) {
     return make_error(Errc::store_error, fmt::format("cannot open status store '{}': {}", path, reason));
+}
+
+/// Records the retention an open was given, or adopts the recorded one, so
+/// that a process opening the store without configuration of its own
+/// (devcertctl --db) trims the change log exactly as the broker does.
+Outcome resolve_retention(StoreState& impl, MDB_txn* txn) {
+    MDB_val key{std::strlen(fmtx::kRetentionKey), const_cast<char*>(fmtx::kRetentionKey)};
+    if (impl.options.change_log_retention) {
+        impl.change_log_retention = *impl.options.change_log_retention;
+        const std::string text = std::to_string(impl.change_log_retention);
+        MDB_val v{text.size(), const_cast<char*>(text.data())};
+        if (const int rc = mdb_put(txn, impl.meta, &key, &v, 0); rc != 0)
+            return open_error(impl.options.path, fmt::format("record change log retention: {}", mdb_strerror(rc)));
+        return Ok{};
+    }
+    MDB_val v{};
+    const int rc = mdb_get(txn, impl.meta, &key, &v);
+    if (rc == MDB_NOTFOUND) return Ok{};  // never configured: the default
+    if (rc != 0) return open_error(impl.options.path, mdb_strerror(rc));
+    const std::string_view text(static_cast<const char*>(v.mv_data), v.mv_size);
+    std::uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc{} || end != text.data() + text.size() || n < 1)
+        return open_error(impl.options.path,
+                          fmt::format("recorded change log retention '{}' is not a number", text.substr(0, 32)));
+    impl.change_log_retention = n;
+    return Ok{};
 }
 
 /// Checks (or, in a new store, writes) the schema version and opens every
@@ -241,6 +271,7 @@ Outcome initialise(StoreState& impl) {
         if (const int prc = mdb_put(txn.get(), impl.meta, &key, &v, 0); prc != 0)
             return open_error(path, mdb_strerror(prc));
     }
+    if (auto r = resolve_retention(impl, txn.get()); !r) return r;
     if (const int crc = mdb_txn_commit(txn.release()); crc != 0) return open_error(path, mdb_strerror(crc));
     return Ok{};
 }
@@ -252,7 +283,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
     if (path.empty()) return make_error(Errc::invalid_argument, "status store path is empty");
     if (options.initial_map_size < (256u << 10))
         return make_error(Errc::invalid_argument, "status store initial map size must be at least 256 KiB");
-    if (options.change_log_retention < 1)
+    if (options.change_log_retention && *options.change_log_retention < 1)
         return make_error(Errc::invalid_argument, "change log retention must keep at least one entry");
     if (options.max_readers < 1) return make_error(Errc::invalid_argument, "status store needs at least one reader");
 

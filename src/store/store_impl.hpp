@@ -65,6 +65,7 @@ struct TxnState {
 
 struct StoreState {
     StoreOptions options;
+    std::uint64_t change_log_retention = kDefaultChangeLogRetention;  ///< resolved at open
     EnvPtr env;
     MDB_dbi cas = 0;
     MDB_dbi devices = 0;

@@ -160,8 +160,8 @@ Outcome TxnView::log_change(std::string_view action, std::string_view ca_sn, std
 
     MDB_stat stat{};
     if (const int rc = mdb_stat(txn_, impl_.changes, &stat); rc != 0) return fail(rc, "count change log");
-    if (stat.ms_entries <= impl_.options.change_log_retention) return Ok{};
-    std::size_t excess = stat.ms_entries - impl_.options.change_log_retention;
+    if (stat.ms_entries <= impl_.change_log_retention) return Ok{};
+    std::size_t excess = stat.ms_entries - impl_.change_log_retention;
     CursorOwner cursor;
     if (const int rc = mdb_cursor_open(txn_, impl_.changes, cursor.out()); rc != 0)
         return fail(rc, "open change log cursor");
