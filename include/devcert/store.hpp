@@ -10,7 +10,11 @@
 // Threading rule. Growing the map (on MDB_MAP_FULL, or adopting a map another
 // process grew) needs every transaction of this process closed, so every
 // transaction holds a shared hold on the store's remap gate and remapping
-// takes it exclusively. Hence:
+// takes it exclusively. The gate prefers the remap: once one waits, new
+// transactions wait behind it (StatusReader snapshots excepted, see below),
+// and long list walks inside Store::read step out of their snapshot to let
+// it through, so a remap waits for at most a bounded stretch of reads and a
+// write never waits behind a stream of them. Hence:
 //   - A thread holding a StatusReader snapshot (between refresh() and
 //     release()) or running inside Store::read() must not call write() or
 //     write_batch(): those refuse at once with Errc::store_error rather than
@@ -102,14 +106,24 @@ struct ChangeEntry {
 };
 
 struct Page {
+    Page() = default;
+    Page(std::uint32_t no, std::uint32_t size) : page_no(no), page_size(size) {}
+
     std::uint32_t page_no = 1;         ///< from 1
     std::uint32_t page_size = 10;      ///< 1..100 (checked by callers; the store clamps nothing)
+    /// A PageResult::next of the same list: continue after its last record
+    /// instead of walking to page_no (which costs page_no * page_size steps).
+    std::string after;
 };
 
 template <class T>
 struct PageResult {
     std::vector<T> items;
     std::uint64_t total = 0;           ///< number of matching records
+    /// When records follow this page: an opaque, tamper-evident token (URL-
+    /// safe text) for Page::after. Bound to this store and this list; records
+    /// inserted or deleted meanwhile do not disturb it. Empty at the end.
+    std::string next;
 };
 
 inline constexpr std::uint64_t kDefaultChangeLogRetention = 1'000'000;
@@ -178,7 +192,8 @@ public:
     virtual ~ReadView() = default;
     virtual Result<std::optional<CaRecord>> get_ca(std::string_view sn) = 0;
     virtual Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) = 0;
-    /// CAs in Sn order.
+    /// CAs in Sn order. Lists refuse a Page::after that is not a token of
+    /// the same list of this store with Errc::invalid_argument.
     virtual Result<PageResult<CaRecord>> list_cas(Page page) = 0;
     /// All devices in (CaSn, DeviceSn) order.
     virtual Result<PageResult<DeviceRecord>> list_devices(Page page) = 0;
@@ -260,6 +275,9 @@ public:
 
     /// The change-log retention in force (see StoreOptions).
     std::uint64_t change_log_retention() const noexcept;
+
+    /// Cursor steps taken by list walks so far (a test of their cost).
+    std::uint64_t records_walked() const noexcept;
 
     /// Current map size in bytes (grows on demand).
     std::uint64_t map_size() const noexcept;

@@ -178,21 +178,19 @@ void get_ca_certificate(OperationCall& call) {
 }
 
 void list_ca_certificate(OperationCall& call) {
-    const Page page = requested_page(call);
+    const auto page = requested_page(call);
+    if (!page) return;
     PageResult<CaRecord> result;
     const auto outcome = read(call, [&](ReadView& view) -> Outcome {
-        auto listed = view.list_cas(page);
+        auto listed = view.list_cas(*page);
         if (!listed) return listed.error();
         result = std::move(*listed);
         return Ok{};
     });
-    if (!outcome) return fail_store(call, outcome.error());
+    if (!outcome) return fail_list(call, outcome.error());
     auto items = nlohmann::json::array();
     for (const auto& ca : result.items) items.push_back(ca_json(ca));
-    call.response["Data"] = {{"CaCertificateVOS", std::move(items)},
-                             {"PageNo", page.page_no},
-                             {"PageSize", page.page_size},
-                             {"Total", result.total}};
+    respond_page(call, *page, "CaCertificateVOS", std::move(items), result.total, result.next);
 }
 
 }  // namespace devcert

@@ -1,6 +1,7 @@
 // The connection path's view of the store: one reusable read transaction,
 // renewed per snapshot, and lookups that read fixed header offsets without
 // decoding records or allocating.
+#include <chrono>
 #include <optional>
 
 #include "record_format.hpp"
@@ -9,6 +10,16 @@
 namespace devcert {
 
 namespace fmtx = store_format;
+
+namespace {
+
+// The broker thread adopts another process's growth itself, but waits at
+// most this long for the other threads' transactions to end (they step out
+// of long walks for it); if they do not, this check fails as a store error
+// and the next one tries again.
+constexpr std::chrono::microseconds kRemapWaitLimit{5'000};
+
+}  // namespace
 
 struct StatusReader::Impl {
     explicit Impl(StoreState& s) : store(s) {}
@@ -64,7 +75,9 @@ bool StatusReader::refresh() noexcept {
     for (int attempt = 0; attempt < 8; ++attempt) {
         const std::uint64_t seen = s.store.map_size.load();
         try {
-            if (!s.hold) s.hold.emplace(s.store);
+            // Priority: a snapshot of the broker thread lasts microseconds, so
+            // it need not queue behind a remap that waits for slow readers.
+            if (!s.hold) s.hold.emplace(s.store, true);
         } catch (...) {
             return false;  // std::system_error from the gate: nothing is held
         }
@@ -77,7 +90,7 @@ bool StatusReader::refresh() noexcept {
         s.hold.reset();
         if (rc != MDB_MAP_RESIZED) return false;
         try {
-            if (!s.store.remap(seen, false)) return false;
+            if (!s.store.remap(seen, false, kRemapWaitLimit)) return false;
         } catch (...) {
             return false;
         }

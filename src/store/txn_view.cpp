@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "page_token.hpp"
 #include "record_format.hpp"
 #include "store_impl.hpp"
 
@@ -185,36 +186,96 @@ Outcome TxnView::patch_status(MDB_dbi dbi, std::string_view key, const MDB_val& 
     return put(dbi, key, value, 0, fmt::format("write {} record", what));
 }
 
+int TxnView::pause_for_remap(MDB_cursor* cursor, MDB_val& k, MDB_val& v) {
+    if (pausable_ == nullptr || !impl_.remap_gate.remap_waiting() || !pausable_->only_hold()) return 0;
+    const std::string at(to_view(k));
+    mdb_txn_reset(txn_);
+    pausable_->let_remap_through();
+    int rc = mdb_txn_renew(txn_);
+    if (rc == MDB_MAP_RESIZED) state_.map_resized = true;
+    if (rc != 0) return rc;
+    if ((rc = mdb_cursor_renew(txn_, cursor)) != 0) return rc;
+    k = to_val(at);
+    return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+}
+
+namespace {
+
+// A long walk checks this often whether a remap waits for it.
+constexpr std::uint64_t kPauseCheckEvery = 64;
+
+Error not_a_continuation() {
+    return make_error(Errc::invalid_argument,
+                      "NextToken is not a continuation of this list (altered, issued by another store, or for "
+                      "another list)");
+}
+
+}  // namespace
+
 template <class T, class Decode>
-Result<PageResult<T>> TxnView::page_of(MDB_dbi dbi, std::string_view prefix, std::uint64_t total, Page page,
-                                       Decode&& decode) {
-    if (page.page_no < 1 || page.page_size < 1)
+Result<PageResult<T>> TxnView::page_of(MDB_dbi dbi, std::string_view list, std::string_view prefix,
+                                       std::uint64_t total, const Page& page, Decode&& decode) {
+    if (page.page_size < 1 || (page.after.empty() && page.page_no < 1))
         return make_error(Errc::invalid_argument, fmt::format("page {} of size {} does not exist (both start at 1)",
                                                               page.page_no, page.page_size));
     PageResult<T> result;
     result.total = total;
-    const std::uint64_t skip = static_cast<std::uint64_t>(page.page_no - 1) * page.page_size;
-    if (skip >= total) return result;
+    std::uint64_t steps = 0;
+    struct Count {
+        std::atomic<std::uint64_t>& to;
+        std::uint64_t& steps;
+        ~Count() { to.fetch_add(steps, std::memory_order_relaxed); }
+    } count{impl_.records_walked, steps};
 
     CursorOwner cursor;
     if (const int rc = mdb_cursor_open(txn_, dbi, cursor.out()); rc != 0) return fail(rc, "open cursor");
-    MDB_val k = to_val(prefix);
+    MDB_val k{};
     MDB_val v{};
-    int rc = mdb_cursor_get(cursor.get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
-    // Offsets are walked, not computed: LMDB keeps no ranks. Pages are for
-    // operators, so the walk is bounded by what they ask for.
-    for (std::uint64_t i = 0; rc == 0 && i < skip; ++i) {
-        if (!to_view(k).starts_with(prefix)) return result;
-        rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+    int rc = 0;
+    if (!page.after.empty()) {
+        // A token costs one seek, however deep the page: a whole walk is O(N).
+        const auto after = page_token::open(impl_.page_token_key, list, page.after);
+        if (!after || !after->starts_with(prefix) || after->size() == prefix.size()) return not_a_continuation();
+        k = to_val(*after);
+        rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
+        ++steps;
+        // Its record may have been deleted since: then the seek already
+        // stands on the next one.
+        if (rc == 0 && to_view(k) == *after) {
+            rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+            ++steps;
+        }
+    } else {
+        const std::uint64_t skip = static_cast<std::uint64_t>(page.page_no - 1) * page.page_size;
+        if (skip >= total) return result;
+        k = to_val(prefix);
+        rc = mdb_cursor_get(cursor.get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+        ++steps;
+        // Offsets are walked, not computed: LMDB keeps no ranks, so page n
+        // costs n pages of steps. The walk lets a waiting remap through now
+        // and then, so it holds up no write however deep it goes.
+        for (std::uint64_t i = 0; rc == 0 && i < skip; ++i) {
+            if (!to_view(k).starts_with(prefix)) return result;
+            rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+            ++steps;
+            if (rc == 0 && steps % kPauseCheckEvery == 0) rc = pause_for_remap(cursor.get(), k, v);
+        }
     }
     result.items.reserve(page.page_size);
+    std::string last_key;
     while (rc == 0 && result.items.size() < page.page_size && to_view(k).starts_with(prefix)) {
         T item;
         if (!decode(to_view(k), to_view(v), item)) return corrupt("listed", to_view(k));
         result.items.push_back(std::move(item));
+        last_key.assign(to_view(k));
         rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+        ++steps;
     }
     if (rc != 0 && rc != MDB_NOTFOUND) return fail(rc, "list records");
+    // The cursor already stands on the record after the page: a token only
+    // when there is one.
+    if (rc == 0 && !last_key.empty() && to_view(k).starts_with(prefix))
+        result.next = page_token::seal(impl_.page_token_key, list, last_key);
     return result;
 }
 
@@ -268,7 +329,7 @@ Result<std::optional<DeviceRecord>> TxnView::get_device(std::string_view ca_sn, 
 Result<PageResult<CaRecord>> TxnView::list_cas(Page page) {
     auto total = counter(fmtx::kCaCountKey);
     if (!total) return total.error();
-    return page_of<CaRecord>(impl_.cas, {}, *total, page, [](std::string_view k, std::string_view v, CaRecord& out) {
+    return page_of<CaRecord>(impl_.cas, "cas", {}, *total, page, [](std::string_view k, std::string_view v, CaRecord& out) {
         return fmtx::decode_ca(v, k, out);
     });
 }
@@ -276,7 +337,7 @@ Result<PageResult<CaRecord>> TxnView::list_cas(Page page) {
 Result<PageResult<DeviceRecord>> TxnView::list_devices(Page page) {
     auto total = counter(fmtx::kDeviceCountKey);
     if (!total) return total.error();
-    auto result = page_of<DeviceRecord>(impl_.devices, {}, *total, page, decode_device_entry);
+    auto result = page_of<DeviceRecord>(impl_.devices, "devices", {}, *total, page, decode_device_entry);
     if (!result) return result;
     for (auto& d : result->items)
         if (auto r = load_device_pem(device_key_string(d.ca_sn, d.device_sn), d); !r) return r.error();
@@ -291,7 +352,8 @@ Result<PageResult<DeviceRecord>> TxnView::list_devices_by_ca(std::string_view ca
     if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kCaMagic, fmtx::kCaHeaderSize)) return corrupt("ca", ca_sn);
     const std::uint64_t total =
         fmtx::get_u64(static_cast<const std::uint8_t*>(v.mv_data) + fmtx::kCaDeviceCountOffset);
-    auto result = page_of<DeviceRecord>(impl_.devices, ca_prefix(ca_sn), total, page, decode_device_entry);
+    const std::string prefix = ca_prefix(ca_sn);
+    auto result = page_of<DeviceRecord>(impl_.devices, "devices of ca", prefix, total, page, decode_device_entry);
     if (!result) return result;
     for (auto& d : result->items)
         if (auto r = load_device_pem(device_key_string(d.ca_sn, d.device_sn), d); !r) return r.error();

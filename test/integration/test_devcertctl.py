@@ -54,7 +54,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         self.server.requests.append({"method": self.command, "path": self.path,
                                      "content_type": self.headers.get("Content-Type"), "body": body})
-        status, reply = self.server.reply
+        status, reply = self.server.replies.pop(0) if getattr(self.server, "replies", None) else self.server.reply
         data = getattr(self.server, "reply_bytes", None) or reply.encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -284,6 +284,33 @@ def test_the_table_output_escapes_bytes_that_are_not_utf8(fake_socket):
     assert b"a\\xff\\x9b\\xc3b\\x1b" in result.stdout
     text = result.stdout.decode("utf-8")
     assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in text), repr(text)
+
+
+def test_all_follows_next_token_to_the_end_and_prints_one_list(fake_socket):
+    def page(records, token=None):
+        data = {"DeviceCertificateVOS": [{"CaSn": "0c01", "DeviceSn": sn} for sn in records], "PageSize": 2,
+                "Total": 5}
+        if token:
+            data["NextToken"] = token
+        return (200, json.dumps({"RequestId": "R", "Data": data}))
+    fake_socket.replies = [page(["01", "02"], "tok-1"), page(["03", "04"], "tok-2"), page(["05"])]
+    result = ctl("--socket", fake_socket.path, "--all", "ListDeviceCertificate", "--MqttInstanceId", "local",
+                 "--PageSize", "2")
+    assert result.returncode == 0, result.stderr
+    sent = [urllib.parse.parse_qsl(r["body"].decode()) for r in fake_socket.requests]
+    assert [dict(s).get("PageNo") for s in sent] == ["1", None, None]
+    assert [dict(s).get("NextToken") for s in sent] == [None, "tok-1", "tok-2"]
+    out = json.loads(result.stdout)
+    assert [d["DeviceSn"] for d in out["Data"]["DeviceCertificateVOS"]] == ["01", "02", "03", "04", "05"]
+    assert out["Data"]["Total"] == 5
+
+
+def test_all_is_refused_for_operations_that_are_not_lists_and_with_a_page_number(fake_socket):
+    assert_usage_error(ctl("--socket", fake_socket.path, "--all", "GetStats", "--MqttInstanceId", "local"),
+                       "--all walks lists")
+    assert_usage_error(ctl("--socket", fake_socket.path, "--all", "ListCaCertificate", "--MqttInstanceId", "local",
+                           "--PageNo", "2"), "leave out --PageNo")
+    assert fake_socket.requests == []
 
 
 # ------------------------------------------------------------------- --db
