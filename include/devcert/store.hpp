@@ -199,6 +199,8 @@ public:
     virtual Result<PageResult<DeviceRecord>> list_devices(Page page) = 0;
     /// Devices of one CA in DeviceSn order; Errc::not_found for an unknown CA.
     virtual Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) = 0;
+    /// Whether a deletion of the CA began and has not finished.
+    virtual Result<bool> ca_being_deleted(std::string_view sn) = 0;
     /// Sn of the CA with this Subject Key Identifier (raw bytes); when several
     /// registered CAs share the key, the lowest Sn.
     virtual Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) = 0;
@@ -223,8 +225,20 @@ public:
     virtual Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
                                              std::string_view caller) = 0;
     /// Removes the CA and every device under it (one log entry per record
-    /// removed, the CA's last). Returns the number of devices removed.
+    /// removed, the CA's last). Returns the number of devices removed. For
+    /// a CA with many devices, do it in several commits: begin_ca_deletion,
+    /// delete_ca_devices until it returns fewer than asked, then delete_ca.
     virtual Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) = 0;
+    /// Marks the CA as being deleted (recorded, so it survives a crash) and
+    /// inactivates it (logged) unless it is inactive or revoked already:
+    /// its devices are refused from this commit on. Until delete_ca removes
+    /// it, it cannot be activated nor get devices (Errc::not_found, "being
+    /// deleted"). Idempotent; Errc::not_found if absent.
+    virtual Outcome begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) = 0;
+    /// Removes up to `limit` devices of the CA (one log entry each) and
+    /// returns how many; Errc::not_found if the CA is absent.
+    virtual Result<std::uint64_t> delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                                    std::string_view caller) = 0;
 
     /// Errc::already_exists if (CaSn, DeviceSn) is taken; Errc::not_found if
     /// the CA is not registered. Logged with old_status = nullopt.

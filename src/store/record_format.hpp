@@ -44,6 +44,8 @@ inline constexpr std::string_view kReservedMetaPrefix = "store.";
 inline constexpr const char* kNextSeqKey = "store.next_seq";
 /// The random key that seals the lists' continuation tokens (raw bytes).
 inline constexpr const char* kPageTokenKey = "store.page_token_key";
+/// Prefix of the marker of a CA whose deletion began (key + CA serial).
+inline constexpr std::string_view kDeletingCaPrefix = "store.deleting_ca.";
 /// The change-log retention the store was last opened with (decimal).
 inline constexpr const char* kRetentionKey = "store.change_log_retention";
 inline constexpr const char* kCaCountKey = "store.ca_count";

@@ -202,6 +202,7 @@ public:
     Result<PageResult<CaRecord>> list_cas(Page page) override;
     Result<PageResult<DeviceRecord>> list_devices(Page page) override;
     Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) override;
+    Result<bool> ca_being_deleted(std::string_view sn) override;
     Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) override;
     Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) override;
     Result<std::uint64_t> ca_count() override;
@@ -212,6 +213,9 @@ public:
     Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
                                      std::string_view caller) override;
     Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Outcome begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Result<std::uint64_t> delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                            std::string_view caller) override;
     Outcome insert_device(const DeviceRecord& rec, std::string_view action, std::string_view caller) override;
     Result<CertStatus> set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
                                          std::string_view action, std::string_view caller) override;
@@ -247,6 +251,12 @@ private:
     /// Fills rec.content_pem from the PEM database.
     Outcome load_device_pem(std::string_view key, DeviceRecord& rec);
     Outcome delete_pem(std::string_view key);
+    /// Removes up to `limit` devices of `sn` with their log entries; does
+    /// not touch the counters (the caller does, once).
+    Result<std::uint64_t> remove_devices_of(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                            std::string_view caller, std::int64_t now);
+    /// Errc::not_found naming the deletion, if `sn` is being deleted.
+    Outcome refuse_if_being_deleted(std::string_view sn);
     template <class T, class Decode>
     Result<PageResult<T>> page_of(MDB_dbi dbi, std::string_view list, std::string_view prefix, std::uint64_t total,
                                   const Page& page, Decode&& decode);

@@ -443,25 +443,50 @@ Result<CertStatus> TxnView::set_ca_status(std::string_view sn, CertStatus status
     if (old == status) return old;
     if (old == CertStatus::revoked)
         return make_error(Errc::revoked, fmt::format("ca '{}' is revoked; revocation is final", sn));
+    if (status == CertStatus::active)
+        if (auto r = refuse_if_being_deleted(sn); !r) return r.error();
     const std::int64_t now = now_ms();
     if (auto r = patch_status(impl_.cas, sn, v, fmtx::kCaHeaderSize, status, now, "ca"); !r) return r.error();
     if (auto r = log_change(action, sn, {}, old, status, caller, now); !r) return r.error();
     return old;
 }
 
-Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view action, std::string_view caller) {
-    auto found = get_ca(sn);
-    if (!found) return found.error();
-    if (!*found) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
-    const CaRecord& ca = **found;
-    const std::int64_t now = now_ms();
+namespace {
 
+std::string deleting_key(std::string_view sn) {
+    std::string key(fmtx::kDeletingCaPrefix);
+    key.append(sn);
+    return key;
+}
+
+}  // namespace
+
+Result<bool> TxnView::ca_being_deleted(std::string_view sn) {
+    if (!fmtx::valid_key_serial(sn)) return false;
+    MDB_val v{};
+    const int rc = get(impl_.meta, deleting_key(sn), v);
+    if (rc == MDB_NOTFOUND) return false;
+    if (rc != 0) return fail(rc, "read metadata");
+    return true;
+}
+
+Outcome TxnView::refuse_if_being_deleted(std::string_view sn) {
+    auto deleting = ca_being_deleted(sn);
+    if (!deleting) return deleting.error();
+    if (*deleting)
+        return make_error(Errc::not_found,
+                          fmt::format("ca '{}' is being deleted (DeleteCaCertificate again finishes it)", sn));
+    return Ok{};
+}
+
+Result<std::uint64_t> TxnView::remove_devices_of(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                                 std::string_view caller, std::int64_t now) {
     const std::string prefix = ca_prefix(sn);
     CursorOwner cursor;
     if (const int rc = mdb_cursor_open(txn_, impl_.devices, cursor.out()); rc != 0)
         return fail(rc, "open device cursor");
     std::uint64_t removed = 0;
-    for (;;) {
+    while (removed < limit) {
         // Re-seek after every deletion rather than relying on where a cursor
         // lands after mdb_cursor_del.
         MDB_val k = to_val(prefix);
@@ -480,6 +505,54 @@ Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view a
         if (auto r = log_change(action, sn, device_sn, old, std::nullopt, caller, now); !r) return r.error();
         ++removed;
     }
+    return removed;
+}
+
+Outcome TxnView::begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) {
+    MDB_val v{};
+    const int rc = fmtx::valid_key_serial(sn) ? get(impl_.cas, sn, v) : MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    if (rc != 0) return fail(rc, "read ca record");
+    if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kCaMagic, fmtx::kCaHeaderSize)) return corrupt("ca", sn);
+    const auto old = static_cast<CertStatus>(header_byte(v, fmtx::kStatusOffset));
+    if (old == CertStatus::active) {
+        // Its devices are refused, and their sessions kicked, from this very
+        // commit on, however long the removal of their records takes.
+        const std::int64_t now = now_ms();
+        if (auto r = patch_status(impl_.cas, sn, v, fmtx::kCaHeaderSize, CertStatus::inactive, now, "ca"); !r)
+            return r;
+        if (auto r = log_change(action, sn, {}, old, CertStatus::inactive, caller, now); !r) return r;
+    }
+    return put(impl_.meta, deleting_key(sn), "1", 0, "mark ca as being deleted");
+}
+
+Result<std::uint64_t> TxnView::delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                                 std::string_view caller) {
+    if (!fmtx::valid_key_serial(sn)) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    auto removed = remove_devices_of(sn, limit, action, caller, now_ms());
+    if (!removed) return removed;
+    if (*removed == 0) {
+        MDB_val v{};
+        const int rc = get(impl_.cas, sn, v);
+        if (rc == MDB_NOTFOUND) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+        if (rc != 0) return fail(rc, "read ca record");
+        return removed;
+    }
+    const auto delta = -static_cast<std::int64_t>(*removed);
+    if (auto r = add_to_ca_device_count(sn, delta); !r) return r.error();
+    if (auto r = add_to_counter(fmtx::kDeviceCountKey, delta); !r) return r.error();
+    return removed;
+}
+
+Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view action, std::string_view caller) {
+    auto found = get_ca(sn);
+    if (!found) return found.error();
+    if (!*found) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    const CaRecord& ca = **found;
+    const std::int64_t now = now_ms();
+
+    auto removed = remove_devices_of(sn, UINT64_MAX, action, caller, now);
+    if (!removed) return removed;
     if (!ca.subject_key_id.empty()) {
         MDB_val k = to_val(ca.subject_key_id);
         MDB_val v = to_val(sn);
@@ -488,8 +561,14 @@ Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view a
             return fail(rc, "delete subject key index entry");
     }
     if (auto r = del(impl_.cas, sn, nullptr, "delete ca record"); !r) return r.error();
+    {
+        const std::string marker = deleting_key(sn);
+        MDB_val k = to_val(marker);
+        if (const int rc = mdb_del(txn_, impl_.meta, &k, nullptr); rc != 0 && rc != MDB_NOTFOUND)
+            return fail(rc, "clear ca deletion marker");
+    }
     if (auto r = add_to_counter(fmtx::kCaCountKey, -1); !r) return r.error();
-    if (auto r = add_to_counter(fmtx::kDeviceCountKey, -static_cast<std::int64_t>(removed)); !r) return r.error();
+    if (auto r = add_to_counter(fmtx::kDeviceCountKey, -static_cast<std::int64_t>(*removed)); !r) return r.error();
     if (auto r = log_change(action, sn, {}, ca.status, std::nullopt, caller, now); !r) return r.error();
     return removed;
 }
@@ -503,6 +582,7 @@ Outcome TxnView::insert_device(const DeviceRecord& rec, std::string_view action,
     if (rc == MDB_NOTFOUND)
         return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", rec.ca_sn));
     if (rc != 0) return fail(rc, "read ca record");
+    if (auto r = refuse_if_being_deleted(rec.ca_sn); !r) return r;
 
     const std::string key = device_key_string(rec.ca_sn, rec.device_sn);
     rc = get(impl_.devices, key, v);
