@@ -14,10 +14,12 @@ namespace fmtx = store_format;
 namespace {
 
 // The broker thread adopts another process's growth itself, but waits at
-// most this long for the other threads' transactions to end (they step out
-// of long walks for it); if they do not, this check fails as a store error
-// and the next one tries again.
-constexpr std::chrono::microseconds kRemapWaitLimit{5'000};
+// most kRemapWaitLimit, kRemapTries times, for this process's other
+// transactions to end (reads step out of long walks for it; writes commit
+// in bounded batches). If they still have not, this check fails as a store
+// error and the next one tries again.
+constexpr std::chrono::microseconds kRemapWaitLimit{4'000};
+constexpr int kRemapTries = 3;
 
 }  // namespace
 
@@ -72,6 +74,7 @@ bool StatusReader::refresh() noexcept {
     }
     // Bounded: each MDB_MAP_RESIZED adopts a larger map; it can only recur
     // if another process keeps growing the file in between.
+    int remap_failures = 0;
     for (int attempt = 0; attempt < 8; ++attempt) {
         const std::uint64_t seen = s.store.map_size.load();
         try {
@@ -90,7 +93,9 @@ bool StatusReader::refresh() noexcept {
         s.hold.reset();
         if (rc != MDB_MAP_RESIZED) return false;
         try {
-            if (!s.store.remap(seen, false, kRemapWaitLimit)) return false;
+            // A remap that timed out or failed is tried again, a bounded
+            // number of times: the gate may be free a moment later.
+            if (!s.store.remap(seen, false, kRemapWaitLimit) && ++remap_failures >= kRemapTries) return false;
         } catch (...) {
             return false;
         }
