@@ -343,7 +343,7 @@ TEST_CASE("a write that must grow the map does not wait behind a stream of overl
     fill_small_devices(*store, 6'000);
     const std::uint64_t before = store->map_size();
 
-    OverlappingReaders readers(*store, 4, std::chrono::milliseconds(8'000), 200);
+    OverlappingReaders readers(*store, 4, std::chrono::milliseconds(10'000), 200);
     const auto started = Clock::now();
     // More PEM than the whole current map holds: this write must grow it.
     const std::uint64_t big = before / 2'000 + 200;
@@ -360,7 +360,10 @@ TEST_CASE("a write that must grow the map does not wait behind a stream of overl
     INFO("write took " << waited << " ms while " << reads_during << " reads ran");
     CHECK(store->map_size() > before);
     CHECK(readers.failures.load() == 0);
-    CHECK(waited < 1'500);
+    // Starved, the write would wait until the readers stop after 10 s (it
+    // did, before the gate preferred remaps); alone it takes a fraction of
+    // a second, a few under sanitizers.
+    CHECK(waited < 3'000);
 }
 
 TEST_CASE("a reader following another process's growth is never held up for long by overlapping reads",
