@@ -105,6 +105,10 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
             return parsed;
         }
         if (arg.rfind("--", 0) != 0) break;
+        if (arg == "--all") {
+            call.all_pages = true;
+            continue;
+        }
         auto [name, value] = option_with_value(args, i);
         if (!apply_global_option(name, std::move(value), call, socket_given)) {
             throw UsageError{fmt::format("unknown option --{} (devcertctl --help lists them)", name)};
@@ -128,6 +132,10 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
         if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
             throw UsageError{fmt::format("unexpected argument '{}': parameters are given as --Name value", arg)};
         }
+        if (arg == "--all") {
+            call.all_pages = true;
+            continue;
+        }
         auto [name, value] = option_with_value(args, i);
         if (apply_global_option(name, value, call, socket_given)) continue;
         const ParamSpec* spec = devcert::find_param(op, name);
@@ -145,6 +153,18 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
     }
 
     if (socket_given && call.db) throw UsageError{"--socket and --db exclude each other"};
+    if (call.all_pages) {
+        if (devcert::find_param(op, "NextToken") == nullptr)
+            throw UsageError{fmt::format("--all walks lists; {} is not one", op.name)};
+        for (const char* own : {"PageNo", "NextToken"}) {
+            const bool given = std::any_of(call.params.begin(), call.params.end(),
+                                           [&](const auto& p) { return p.first == own; });
+            if (given) throw UsageError{fmt::format("--all starts at the first page: leave out --{}", own)};
+        }
+        const bool sized = std::any_of(call.params.begin(), call.params.end(),
+                                       [](const auto& p) { return p.first == "PageSize"; });
+        if (!sized) call.params.emplace_back("PageSize", "100");
+    }
 
     std::vector<std::string> missing;
     for (const ParamSpec& spec : op.params) {
@@ -168,7 +188,7 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
 
 std::string general_help() {
     std::string text = fmt::format(
-        "usage: devcertctl [--socket PATH | --db DIR] [--output json|table] <Operation> [--<Param> <value>]...\n"
+        "usage: devcertctl [--socket PATH | --db DIR] [--output json|table] [--all] <Operation> [--<Param> <value>]...\n"
         "\n"
         "Calls an operation of the mosquitto-devcert admin API and prints its JSON response.\n"
         "Exit status: 0 success, 1 the API refused the call (its error is printed), 2 usage\n"
@@ -179,6 +199,7 @@ std::string general_help() {
         "  --db DIR         work on the status store in DIR directly, without a broker; the\n"
         "                   store's file permissions decide who may\n"
         "  --output FORMAT  json (default) or table (lists as aligned columns, for people)\n"
+        "  --all            for a list: every page (following NextToken), as one list\n"
         "  -h, --help       this help; after an operation, that operation's parameters\n"
         "\n"
         "MqttInstanceId may be set with $DEVCERT_INSTANCE_ID. CaContent, VerificationContent\n"

@@ -20,6 +20,7 @@ struct Invocation {
     std::string socket = kDefaultSocket;        ///< --socket, else $DEVCERT_SOCKET, else the default
     std::optional<std::string> db;              ///< --db: work on the store directly
     OutputFormat output = OutputFormat::json;
+    bool all_pages = false;                     ///< --all: follow NextToken to the end of a list
     const devcert::Operation* operation = nullptr;
     /// In the order given, file references (@path) already read.
     std::vector<std::pair<std::string, std::string>> params;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "calls.hpp"
 #include "cli.hpp"
 #include "output.hpp"
@@ -24,6 +26,38 @@ const char* environment(const char* name) { return std::getenv(name); }
 int fail(const std::string& message) {
     std::fprintf(stderr, "devcertctl: %s\n", message.c_str());
     return kExitUsage;
+}
+
+// --all: calls page after page, following NextToken, and answers as if
+// one call had returned every record (Data holds the list and Total). An
+// error on any page is that page's error.
+devcertctl::Reply call_all_pages(const devcertctl::Invocation& call, const std::string& action) {
+    using namespace devcertctl;
+    using Json = nlohmann::ordered_json;
+    Params params = call.params;
+    params.emplace_back("PageNo", "1");
+    Json records = Json::array();
+    std::string list_field;
+    Json total;
+    std::string request_id;
+    for (;;) {
+        Reply reply = call.db ? call_store(*call.db, action, params) : call_socket(call.socket, action, params);
+        if (reply.http_status != 200) return reply;
+        Json page = Json::parse(reply.body, nullptr, false);
+        if (page.is_discarded() || !page.contains("Data") || !page["Data"].is_object()) return reply;
+        const Json& data = page["Data"];
+        for (const auto& [key, value] : data.items()) {
+            if (!value.is_array()) continue;
+            list_field = key;
+            for (const auto& record : value) records.push_back(record);
+        }
+        total = data.value("Total", Json());
+        request_id = page.value("RequestId", "");
+        if (!data.contains("NextToken") || !data["NextToken"].is_string()) break;
+        params.back() = {"NextToken", data["NextToken"].get<std::string>()};
+    }
+    Json combined = {{"RequestId", request_id}, {"Data", {{list_field, std::move(records)}, {"Total", total}}}};
+    return Reply{200, combined.dump(-1, ' ', false, Json::error_handler_t::replace)};
 }
 
 int run(const std::vector<std::string>& args) {
@@ -42,7 +76,11 @@ int run(const std::vector<std::string>& args) {
     const std::string action(call.operation->name);
     Reply reply;
     try {
-        reply = call.db ? call_store(*call.db, action, call.params) : call_socket(call.socket, action, call.params);
+        if (call.all_pages) {
+            reply = call_all_pages(call, action);
+        } else {
+            reply = call.db ? call_store(*call.db, action, call.params) : call_socket(call.socket, action, call.params);
+        }
     } catch (const Unreachable& error) {
         return fail(error.message);
     }

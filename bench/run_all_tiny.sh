@@ -45,6 +45,10 @@ step "devcert_fill_store"
 "$build/bench/devcert_fill_store" --db "$work/store" --ca "$work/pki/ca.crt" --devices "$work/pki/devices" \
   --count 1000 --batch 300 2>/dev/null
 
+step "devcert_delete_ca_bench (on a copy of the filled store)"
+cp -r "$work/store" "$work/store-delete"
+"$build/bench/devcert_delete_ca_bench" --db "$work/store-delete" >/dev/null
+
 step "devcert_micro_bench (temporary store, then the filled one)"
 "$build/bench/devcert_micro_bench" --records=500 --pki="$work/pki" --benchmark_min_time=0.001 >/dev/null
 "$build/bench/devcert_micro_bench" --db="$work/store" --pki="$work/pki" --benchmark_min_time=0.001 \

@@ -10,7 +10,11 @@
 // Threading rule. Growing the map (on MDB_MAP_FULL, or adopting a map another
 // process grew) needs every transaction of this process closed, so every
 // transaction holds a shared hold on the store's remap gate and remapping
-// takes it exclusively. Hence:
+// takes it exclusively. The gate prefers the remap: once one waits, new
+// transactions wait behind it (StatusReader snapshots excepted, see below),
+// and long list walks inside Store::read step out of their snapshot to let
+// it through, so a remap waits for at most a bounded stretch of reads and a
+// write never waits behind a stream of them. Hence:
 //   - A thread holding a StatusReader snapshot (between refresh() and
 //     release()) or running inside Store::read() must not call write() or
 //     write_batch(): those refuse at once with Errc::store_error rather than
@@ -102,20 +106,35 @@ struct ChangeEntry {
 };
 
 struct Page {
+    Page() = default;
+    Page(std::uint32_t no, std::uint32_t size) : page_no(no), page_size(size) {}
+
     std::uint32_t page_no = 1;         ///< from 1
     std::uint32_t page_size = 10;      ///< 1..100 (checked by callers; the store clamps nothing)
+    /// A PageResult::next of the same list: continue after its last record
+    /// instead of walking to page_no (which costs page_no * page_size steps).
+    std::string after;
 };
 
 template <class T>
 struct PageResult {
     std::vector<T> items;
     std::uint64_t total = 0;           ///< number of matching records
+    /// When records follow this page: an opaque, tamper-evident token (URL-
+    /// safe text) for Page::after. Bound to this store and this list; records
+    /// inserted or deleted meanwhile do not disturb it. Empty at the end.
+    std::string next;
 };
+
+inline constexpr std::uint64_t kDefaultChangeLogRetention = 1'000'000;
 
 struct StoreOptions {
     std::string path = "/var/lib/mosquitto/devcert";
     std::uint64_t initial_map_size = 64ull << 20;   ///< grows by doubling on MDB_MAP_FULL
-    std::uint64_t change_log_retention = 1'000'000; ///< newest entries kept
+    /// Newest change-log entries kept. A value is recorded in the store; an
+    /// open without one (devcertctl --db) applies the recorded value, or
+    /// kDefaultChangeLogRetention in a store that never had one.
+    std::optional<std::uint64_t> change_log_retention;
     bool create = true;                ///< create the directory if missing
     unsigned max_readers = 256;
 };
@@ -173,12 +192,15 @@ public:
     virtual ~ReadView() = default;
     virtual Result<std::optional<CaRecord>> get_ca(std::string_view sn) = 0;
     virtual Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) = 0;
-    /// CAs in Sn order.
+    /// CAs in Sn order. Lists refuse a Page::after that is not a token of
+    /// the same list of this store with Errc::invalid_argument.
     virtual Result<PageResult<CaRecord>> list_cas(Page page) = 0;
     /// All devices in (CaSn, DeviceSn) order.
     virtual Result<PageResult<DeviceRecord>> list_devices(Page page) = 0;
     /// Devices of one CA in DeviceSn order; Errc::not_found for an unknown CA.
     virtual Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) = 0;
+    /// Whether a deletion of the CA began and has not finished.
+    virtual Result<bool> ca_being_deleted(std::string_view sn) = 0;
     /// Sn of the CA with this Subject Key Identifier (raw bytes); when several
     /// registered CAs share the key, the lowest Sn.
     virtual Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) = 0;
@@ -203,8 +225,20 @@ public:
     virtual Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
                                              std::string_view caller) = 0;
     /// Removes the CA and every device under it (one log entry per record
-    /// removed, the CA's last). Returns the number of devices removed.
+    /// removed, the CA's last). Returns the number of devices removed. For
+    /// a CA with many devices, do it in several commits: begin_ca_deletion,
+    /// delete_ca_devices until it returns fewer than asked, then delete_ca.
     virtual Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) = 0;
+    /// Marks the CA as being deleted (recorded, so it survives a crash) and
+    /// inactivates it (logged) unless it is inactive or revoked already:
+    /// its devices are refused from this commit on. Until delete_ca removes
+    /// it, it cannot be activated nor get devices (Errc::not_found, "being
+    /// deleted"). Idempotent; Errc::not_found if absent.
+    virtual Outcome begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) = 0;
+    /// Removes up to `limit` devices of the CA (one log entry each) and
+    /// returns how many; Errc::not_found if the CA is absent.
+    virtual Result<std::uint64_t> delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                                    std::string_view caller) = 0;
 
     /// Errc::already_exists if (CaSn, DeviceSn) is taken; Errc::not_found if
     /// the CA is not registered. Logged with old_status = nullopt.
@@ -252,6 +286,12 @@ public:
     /// slot; the others still commit. Returns the commit's own error, if any
     /// (then every slot reports it).
     Outcome write_batch(const std::vector<std::function<Outcome(WriteView&)>>& fns, std::vector<Outcome>& results);
+
+    /// The change-log retention in force (see StoreOptions).
+    std::uint64_t change_log_retention() const noexcept;
+
+    /// Cursor steps taken by list walks so far (a test of their cost).
+    std::uint64_t records_walked() const noexcept;
 
     /// Current map size in bytes (grows on demand).
     std::uint64_t map_size() const noexcept;

@@ -143,22 +143,56 @@ void inactivate_ca_certificate(OperationCall& call) {
     set_ca_status(call, CertStatus::inactive, "InactivateCaCertificate");
 }
 
+namespace {
+
+// Devices go in commits of this many: each commit stays short (tens of
+// milliseconds), so the writes queued meanwhile (inactivations,
+// registrations) are committed in between, and no transaction grows with
+// the CA (LMDB caps what one transaction may dirty: MDB_TXN_FULL).
+constexpr std::uint64_t kDevicesPerCommit = 2'000;
+
+}  // namespace
+
+// The CA is marked and inactivated in the first commit: its devices are
+// refused from then on. A deletion cut short (crash, restart) leaves the CA
+// inactive and marked with some of its devices; calling again finishes it.
 void delete_ca_certificate(OperationCall& call) {
     const std::string& sn = call.params.text("Sn");
+    constexpr std::string_view action = "DeleteCaCertificate";
     std::optional<ApiError> refusal;
+    auto step = [&](auto&& job) {
+        const auto outcome = commit(call, [&](WriteView& view) -> Outcome {
+            refusal.reset();
+            Outcome out = job(view);
+            if (!out && out.error().code == Errc::not_found) return refuse(refusal, ApiError::ca_not_found);
+            return out;
+        });
+        finish(call, outcome, refusal);
+        return !call.error;
+    };
+    if (!step([&](WriteView& view) { return view.begin_ca_deletion(sn, action, call.caller); })) return;
     std::uint64_t devices_removed = 0;
-    const auto outcome = commit(call, [&](WriteView& view) -> Outcome {
-        refusal.reset();
-        auto removed = view.delete_ca(sn, "DeleteCaCertificate", call.caller);
-        if (removed) {
-            devices_removed = *removed;
+    for (std::uint64_t removed = kDevicesPerCommit; removed == kDevicesPerCommit;) {
+        const bool ok = step([&](WriteView& view) -> Outcome {
+            auto batch = view.delete_ca_devices(sn, kDevicesPerCommit, action, call.caller);
+            if (!batch) return batch.error();
+            removed = *batch;
             return Ok{};
-        }
-        if (removed.error().code == Errc::not_found) return refuse(refusal, ApiError::ca_not_found);
-        return removed.error();
+        });
+        if (!ok) return;
+        devices_removed += removed;
+    }
+    // Nothing can have joined the CA meanwhile (it is marked), but delete_ca
+    // would take any stragglers along in its own commit.
+    std::uint64_t stragglers = 0;
+    const bool removed_ca = step([&](WriteView& view) -> Outcome {
+        auto last = view.delete_ca(sn, action, call.caller);
+        if (!last) return last.error();
+        stragglers = *last;
+        return Ok{};
     });
-    finish(call, outcome, refusal);
-    if (call.error) return;
+    if (!removed_ca) return;
+    devices_removed += stragglers;
     call.response["Sn"] = sn;
     call.audit_extra = fmt::format(" devices_removed={}", devices_removed);
 }
@@ -178,21 +212,19 @@ void get_ca_certificate(OperationCall& call) {
 }
 
 void list_ca_certificate(OperationCall& call) {
-    const Page page = requested_page(call);
+    const auto page = requested_page(call);
+    if (!page) return;
     PageResult<CaRecord> result;
     const auto outcome = read(call, [&](ReadView& view) -> Outcome {
-        auto listed = view.list_cas(page);
+        auto listed = view.list_cas(*page);
         if (!listed) return listed.error();
         result = std::move(*listed);
         return Ok{};
     });
-    if (!outcome) return fail_store(call, outcome.error());
+    if (!outcome) return fail_list(call, outcome.error());
     auto items = nlohmann::json::array();
     for (const auto& ca : result.items) items.push_back(ca_json(ca));
-    call.response["Data"] = {{"CaCertificateVOS", std::move(items)},
-                             {"PageNo", page.page_no},
-                             {"PageSize", page.page_size},
-                             {"Total", result.total}};
+    respond_page(call, *page, "CaCertificateVOS", std::move(items), result.total, result.next);
 }
 
 }  // namespace devcert

@@ -61,8 +61,8 @@ Result<IssuerIndex> registered_cas(OperationCall& call) {
                 // A stored CA that no longer parses cannot issue anything.
                 if (auto cert = parse_pem_certificate(ca.content_pem)) index.add(ca.sn, cert->get());
             }
-            if (listed->items.size() < page.page_size) return Ok{};
-            ++page.page_no;
+            if (listed->next.empty()) return Ok{};
+            page.after = std::move(listed->next);  // continue, not walk again from the start
         }
     });
     if (!outcome) return outcome.error();
@@ -120,34 +120,33 @@ namespace {
 void respond_device_page(OperationCall& call, const Page& page, const PageResult<DeviceRecord>& result) {
     auto items = nlohmann::json::array();
     for (const auto& device : result.items) items.push_back(device_json(device, call.context.online));
-    call.response["Data"] = {{"DeviceCertificateVOS", std::move(items)},
-                             {"PageNo", page.page_no},
-                             {"PageSize", page.page_size},
-                             {"Total", result.total}};
+    respond_page(call, page, "DeviceCertificateVOS", std::move(items), result.total, result.next);
 }
 
 }  // namespace
 
 void list_device_certificate(OperationCall& call) {
-    const Page page = requested_page(call);
+    const auto page = requested_page(call);
+    if (!page) return;
     PageResult<DeviceRecord> result;
     const auto outcome = read(call, [&](ReadView& view) -> Outcome {
-        auto listed = view.list_devices(page);
+        auto listed = view.list_devices(*page);
         if (!listed) return listed.error();
         result = std::move(*listed);
         return Ok{};
     });
-    if (!outcome) return fail_store(call, outcome.error());
-    respond_device_page(call, page, result);
+    if (!outcome) return fail_list(call, outcome.error());
+    respond_device_page(call, *page, result);
 }
 
 void list_device_certificate_by_ca_sn(OperationCall& call) {
-    const Page page = requested_page(call);
+    const auto page = requested_page(call);
+    if (!page) return;
     const std::string& ca_sn = call.params.text("CaSn");
     PageResult<DeviceRecord> result;
     bool ca_missing = false;
     const auto outcome = read(call, [&](ReadView& view) -> Outcome {
-        auto listed = view.list_devices_by_ca(ca_sn, page);
+        auto listed = view.list_devices_by_ca(ca_sn, *page);
         if (!listed) {
             if (listed.error().code != Errc::not_found) return listed.error();
             ca_missing = true;
@@ -156,9 +155,9 @@ void list_device_certificate_by_ca_sn(OperationCall& call) {
         result = std::move(*listed);
         return Ok{};
     });
-    if (!outcome) return fail_store(call, outcome.error());
+    if (!outcome) return fail_list(call, outcome.error());
     if (ca_missing) return call.fail(ApiError::ca_not_found);
-    respond_device_page(call, page, result);
+    respond_device_page(call, *page, result);
 }
 
 void register_device_certificate(OperationCall& call) {

@@ -51,8 +51,19 @@ Error refuse(std::optional<ApiError>& refusal, ApiError error);
 /// Sets call's error after a commit: the job's refusal, else a store failure.
 void finish(OperationCall& call, const Outcome& outcome, const std::optional<ApiError>& refusal);
 
-/// PageNo and PageSize, validated already.
-Page requested_page(const OperationCall& call);
+/// The page asked for: PageSize with either PageNo or NextToken (exactly
+/// one; otherwise call fails with ParameterFieldCheckFailed and nullopt).
+std::optional<Page> requested_page(OperationCall& call);
+
+/// Sets call's error from a failed list: a refused NextToken is
+/// ParameterFieldCheckFailed, anything else a store failure.
+void fail_list(OperationCall& call, const Error& error);
+
+/// Data of a list response: the records under `list_field`, then PageNo
+/// (when asked by number), PageSize, Total and, when records follow,
+/// NextToken.
+void respond_page(OperationCall& call, const Page& page, std::string_view list_field, nlohmann::json items,
+                  std::uint64_t total, const std::string& next);
 
 // Handlers: one per operation, referenced from the operations table.
 void get_register_code(OperationCall& call);

@@ -25,14 +25,18 @@ constexpr ParamSpec kCaSn{"CaSn", ParamKind::serial, true, kMaxSerialInput, 0, 0
                           "serial number of the issuing CA certificate (hex)"};
 constexpr ParamSpec kDeviceSn{"DeviceSn", ParamKind::serial, true, kMaxSerialInput, 0, 0,
                               "serial number of the device certificate (hex)"};
-constexpr ParamSpec kPageNo{"PageNo", ParamKind::integer, true, 8, 1, kMaxPageNo, "page number, from 1"};
+constexpr ParamSpec kPageNo{"PageNo", ParamKind::integer, false, 8, 1, kMaxPageNo,
+                            "page number, from 1 (or NextToken); deep pages cost their depth"};
 constexpr ParamSpec kPageSize{"PageSize", ParamKind::integer, true, 3, 1, 100, "records per page, 1 to 100"};
+// A token is a few hundred characters at most (a sealed store key).
+constexpr ParamSpec kNextToken{"NextToken", ParamKind::text, false, 512, 0, 0,
+                               "the NextToken of the previous page, instead of PageNo: continues after it"};
 
 constexpr std::array kInstanceOnly{kInstance};
 constexpr std::array kCaParams{kInstance, kSn};
 constexpr std::array kDeviceParams{kInstance, kCaSn, kDeviceSn};
-constexpr std::array kListParams{kInstance, kPageNo, kPageSize};
-constexpr std::array kListByCaParams{kInstance, kCaSn, kPageNo, kPageSize};
+constexpr std::array kListParams{kInstance, kPageNo, kPageSize, kNextToken};
+constexpr std::array kListByCaParams{kInstance, kCaSn, kPageNo, kPageSize, kNextToken};
 constexpr std::array kRegisterCaParams{
     kInstance,
     ParamSpec{"CaName", ParamKind::text, true, kMaxName, 0, 0, "a name for the CA"},

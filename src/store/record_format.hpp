@@ -42,6 +42,12 @@ inline constexpr const char* kMetaDb = "meta";
 /// Metadata keys under this prefix belong to the store (counts, next seq).
 inline constexpr std::string_view kReservedMetaPrefix = "store.";
 inline constexpr const char* kNextSeqKey = "store.next_seq";
+/// The random key that seals the lists' continuation tokens (raw bytes).
+inline constexpr const char* kPageTokenKey = "store.page_token_key";
+/// Prefix of the marker of a CA whose deletion began (key + CA serial).
+inline constexpr std::string_view kDeletingCaPrefix = "store.deleting_ca.";
+/// The change-log retention the store was last opened with (decimal).
+inline constexpr const char* kRetentionKey = "store.change_log_retention";
 inline constexpr const char* kCaCountKey = "store.ca_count";
 inline constexpr const char* kDeviceCountKey = "store.device_count";
 

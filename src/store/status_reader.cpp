@@ -1,6 +1,7 @@
 // The connection path's view of the store: one reusable read transaction,
 // renewed per snapshot, and lookups that read fixed header offsets without
 // decoding records or allocating.
+#include <chrono>
 #include <optional>
 
 #include "record_format.hpp"
@@ -9,6 +10,18 @@
 namespace devcert {
 
 namespace fmtx = store_format;
+
+namespace {
+
+// The broker thread adopts another process's growth itself, but waits at
+// most kRemapWaitLimit, kRemapTries times, for this process's other
+// transactions to end (reads step out of long walks for it; writes commit
+// in bounded batches). If they still have not, this check fails as a store
+// error and the next one tries again.
+constexpr std::chrono::microseconds kRemapWaitLimit{4'000};
+constexpr int kRemapTries = 3;
+
+}  // namespace
 
 struct StatusReader::Impl {
     explicit Impl(StoreState& s) : store(s) {}
@@ -61,10 +74,13 @@ bool StatusReader::refresh() noexcept {
     }
     // Bounded: each MDB_MAP_RESIZED adopts a larger map; it can only recur
     // if another process keeps growing the file in between.
+    int remap_failures = 0;
     for (int attempt = 0; attempt < 8; ++attempt) {
         const std::uint64_t seen = s.store.map_size.load();
         try {
-            if (!s.hold) s.hold.emplace(s.store);
+            // Priority: a snapshot of the broker thread lasts microseconds, so
+            // it need not queue behind a remap that waits for slow readers.
+            if (!s.hold) s.hold.emplace(s.store, true);
         } catch (...) {
             return false;  // std::system_error from the gate: nothing is held
         }
@@ -77,7 +93,9 @@ bool StatusReader::refresh() noexcept {
         s.hold.reset();
         if (rc != MDB_MAP_RESIZED) return false;
         try {
-            if (!s.store.remap(seen, false)) return false;
+            // A remap that timed out or failed is tried again, a bounded
+            // number of times: the gate may be free a moment later.
+            if (!s.store.remap(seen, false, kRemapWaitLimit) && ++remap_failures >= kRemapTries) return false;
         } catch (...) {
             return false;
         }

@@ -5,10 +5,14 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <system_error>
 
+#include <openssl/rand.h>
+
+#include "page_token.hpp"
 #include "record_format.hpp"
 #include "store_impl.hpp"
 
@@ -61,13 +65,13 @@ Outcome guarded(Fn&& fn) noexcept {
 
 }  // namespace
 
-SharedHold::SharedHold(StoreState& impl) : impl_(impl), tracked_(false) {
+SharedHold::SharedHold(StoreState& impl, bool priority) : impl_(impl), tracked_(false), priority_(priority) {
     if (HeldGate* held = find_held(&impl)) {
         ++held->depth;
         tracked_ = true;
         return;
     }
-    impl.remap_gate.lock_shared();
+    impl.remap_gate.lock_shared(priority);
     for (auto& h : t_held_gates) {
         if (h.depth == 0) {
             h = HeldGate{&impl, 1};
@@ -91,16 +95,36 @@ SharedHold::~SharedHold() {
 
 bool SharedHold::held_by_this_thread(const StoreState& impl) noexcept { return find_held(&impl) != nullptr; }
 
+bool SharedHold::only_hold() const noexcept {
+    const HeldGate* held = find_held(&impl_);
+    return held != nullptr && held->depth == 1;
+}
+
+bool SharedHold::let_remap_through() {
+    const HeldGate* held = find_held(&impl_);
+    if (held == nullptr || held->depth != 1) return false;
+    impl_.remap_gate.unlock_shared();
+    impl_.remap_gate.lock_shared(priority_);
+    return true;
+}
+
 Error StoreState::lmdb_error(int rc, std::string_view what) const {
     return make_error(Errc::store_error, fmt::format("status store '{}': {}: {}", options.path, what, mdb_strerror(rc)));
 }
 
-Outcome StoreState::remap(std::uint64_t seen_size, bool grow) {
+Outcome StoreState::remap(std::uint64_t seen_size, bool grow, std::optional<std::chrono::microseconds> wait_limit) {
     if (SharedHold::held_by_this_thread(*this))
         return make_error(Errc::store_error,
                           fmt::format("status store '{}' must be remapped, but this thread holds a transaction",
                                       options.path));
-    std::unique_lock exclusive(remap_gate);
+    if (!remap_gate.lock(wait_limit))
+        return make_error(Errc::store_error,
+                          fmt::format("status store '{}' must be remapped, but its transactions did not end in time",
+                                      options.path));
+    struct Unlock {
+        RemapGate& gate;
+        ~Unlock() { gate.unlock(); }
+    } exclusive{remap_gate};
     const std::uint64_t before = map_size.load();
     if (before != seen_size) return Ok{};  // another thread remapped meanwhile: retry with its map
 
@@ -166,11 +190,16 @@ const std::string& Store::path() const noexcept { return impl_->options.path; }
 
 std::uint64_t Store::map_size() const noexcept { return impl_->map_size.load(); }
 
+std::uint64_t Store::change_log_retention() const noexcept { return impl_->change_log_retention; }
+
+std::uint64_t Store::records_walked() const noexcept { return impl_->records_walked.load(); }
+
 std::uint64_t Store::last_commit_id() const noexcept {
     try {
         // The meta pages live in the map: hold the gate so a remap by this
-        // process's writer cannot pull them away mid-read.
-        SharedHold hold(*impl_);
+        // process's writer cannot pull them away mid-read. The broker's tick
+        // polls this: it must not queue behind a waiting remap.
+        SharedHold hold(*impl_, true);
         MDB_envinfo info{};
         if (mdb_env_info(impl_->env.get(), &info) != 0) return 0;
         return info.me_last_txnid;
@@ -183,6 +212,55 @@ namespace {
 
 Error open_error(const std::string& path, std::string_view reason) {
     return make_error(Errc::store_error, fmt::format("cannot open status store '{}': {}", path, reason));
+}
+
+/// Records the retention an open was given, or adopts the recorded one, so
+/// that a process opening the store without configuration of its own
+/// (devcertctl --db) trims the change log exactly as the broker does.
+Outcome resolve_retention(StoreState& impl, MDB_txn* txn) {
+    MDB_val key{std::strlen(fmtx::kRetentionKey), const_cast<char*>(fmtx::kRetentionKey)};
+    if (impl.options.change_log_retention) {
+        impl.change_log_retention = *impl.options.change_log_retention;
+        const std::string text = std::to_string(impl.change_log_retention);
+        MDB_val v{text.size(), const_cast<char*>(text.data())};
+        if (const int rc = mdb_put(txn, impl.meta, &key, &v, 0); rc != 0)
+            return open_error(impl.options.path, fmt::format("record change log retention: {}", mdb_strerror(rc)));
+        return Ok{};
+    }
+    MDB_val v{};
+    const int rc = mdb_get(txn, impl.meta, &key, &v);
+    if (rc == MDB_NOTFOUND) return Ok{};  // never configured: the default
+    if (rc != 0) return open_error(impl.options.path, mdb_strerror(rc));
+    const std::string_view text(static_cast<const char*>(v.mv_data), v.mv_size);
+    std::uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc{} || end != text.data() + text.size() || n < 1)
+        return open_error(impl.options.path,
+                          fmt::format("recorded change log retention '{}' is not a number", text.substr(0, 32)));
+    impl.change_log_retention = n;
+    return Ok{};
+}
+
+/// Reads the key that seals page tokens, making it on first use: tokens
+/// stay valid across restarts and between the broker and devcertctl --db,
+/// and mean nothing to another store.
+Outcome load_page_token_key(StoreState& impl, MDB_txn* txn) {
+    MDB_val key{std::strlen(fmtx::kPageTokenKey), const_cast<char*>(fmtx::kPageTokenKey)};
+    MDB_val v{};
+    const int rc = mdb_get(txn, impl.meta, &key, &v);
+    if (rc == 0 && v.mv_size == page_token::kKeySize) {
+        impl.page_token_key.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+        return Ok{};
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) return open_error(impl.options.path, mdb_strerror(rc));
+    std::string secret(page_token::kKeySize, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(secret.data()), static_cast<int>(secret.size())) != 1)
+        return open_error(impl.options.path, "no randomness for the page token key");
+    MDB_val fresh{secret.size(), secret.data()};
+    if (const int prc = mdb_put(txn, impl.meta, &key, &fresh, 0); prc != 0)
+        return open_error(impl.options.path, mdb_strerror(prc));
+    impl.page_token_key = std::move(secret);
+    return Ok{};
 }
 
 /// Checks (or, in a new store, writes) the schema version and opens every
@@ -241,6 +319,8 @@ Outcome initialise(StoreState& impl) {
         if (const int prc = mdb_put(txn.get(), impl.meta, &key, &v, 0); prc != 0)
             return open_error(path, mdb_strerror(prc));
     }
+    if (auto r = resolve_retention(impl, txn.get()); !r) return r;
+    if (auto r = load_page_token_key(impl, txn.get()); !r) return r;
     if (const int crc = mdb_txn_commit(txn.release()); crc != 0) return open_error(path, mdb_strerror(crc));
     return Ok{};
 }
@@ -252,7 +332,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
     if (path.empty()) return make_error(Errc::invalid_argument, "status store path is empty");
     if (options.initial_map_size < (256u << 10))
         return make_error(Errc::invalid_argument, "status store initial map size must be at least 256 KiB");
-    if (options.change_log_retention < 1)
+    if (options.change_log_retention && *options.change_log_retention < 1)
         return make_error(Errc::invalid_argument, "change log retention must keep at least one entry");
     if (options.max_readers < 1) return make_error(Errc::invalid_argument, "status store needs at least one reader");
 
@@ -310,9 +390,14 @@ Outcome Store::read(const std::function<Outcome(ReadView&)>& fn) {
                 TxnOwner txn(raw);
                 TxnState state;
                 TxnView view(*impl_, txn.get(), state);
-                return guarded([&] { return fn(view); });
+                view.allow_pauses(hold);
+                Outcome out = guarded([&] { return fn(view); });
+                // A walk that paused for a remap could not resume because
+                // another process had grown the map: adopt it, run fn again.
+                if (!state.map_resized) return out;
+            } else if (rc != MDB_MAP_RESIZED) {
+                return impl_->lmdb_error(rc, "begin read transaction");
             }
-            if (rc != MDB_MAP_RESIZED) return impl_->lmdb_error(rc, "begin read transaction");
         }
         if (auto r = impl_->remap(seen, false); !r) return r;
     }

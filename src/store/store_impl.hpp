@@ -5,11 +5,13 @@
 #include <lmdb.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -61,10 +63,66 @@ private:
 /// of the errors it was given.
 struct TxnState {
     bool map_full = false;
+    /// A read that stepped out of its snapshot could not resume it: another
+    /// process grew the map. Store::read adopts the map and runs fn again.
+    bool map_resized = false;
+};
+
+/// The remap gate: shared by every transaction of the process, exclusive
+/// for a remap. Unlike std::shared_mutex (glibc prefers readers, so a
+/// stream of overlapping reads starves a remap for as long as it lasts), a
+/// waiting remap stops ordinary new holders from entering. Priority holders
+/// (the broker thread's snapshots: a microsecond each, and the broker must
+/// not queue behind a remap that itself waits for slow readers) enter
+/// whenever no remap is actually running.
+class RemapGate {
+public:
+    void lock_shared(bool priority) {
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return !exclusive_ && (priority || waiting_ == 0); });
+        ++shared_;
+    }
+    void unlock_shared() {
+        std::lock_guard lock(mutex_);
+        if (--shared_ == 0 && waiting_ != 0) changed_.notify_all();
+    }
+    /// Takes the gate exclusively; with a limit, gives up when it passes.
+    bool lock(std::optional<std::chrono::microseconds> limit = std::nullopt) {
+        std::unique_lock lock(mutex_);
+        ++waiting_;
+        remap_waiting_.store(true, std::memory_order_relaxed);
+        const auto free = [&] { return shared_ == 0 && !exclusive_; };
+        const bool got = limit ? changed_.wait_for(lock, *limit, free) : (changed_.wait(lock, free), true);
+        --waiting_;
+        remap_waiting_.store(waiting_ != 0, std::memory_order_relaxed);
+        if (got) {
+            exclusive_ = true;
+        } else if (waiting_ == 0) {
+            changed_.notify_all();  // holders held back for this attempt may enter
+        }
+        return got;
+    }
+    void unlock() {
+        std::lock_guard lock(mutex_);
+        exclusive_ = false;
+        changed_.notify_all();
+    }
+    /// Whether a remap waits for the holders to leave (a hint, read without
+    /// the lock: a walk checks it every few records).
+    bool remap_waiting() const noexcept { return remap_waiting_.load(std::memory_order_relaxed); }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    unsigned shared_ = 0;   // guarded by mutex_
+    unsigned waiting_ = 0;  // remaps waiting; guarded by mutex_
+    bool exclusive_ = false;
+    std::atomic<bool> remap_waiting_{false};
 };
 
 struct StoreState {
     StoreOptions options;
+    std::uint64_t change_log_retention = kDefaultChangeLogRetention;  ///< resolved at open
     EnvPtr env;
     MDB_dbi cas = 0;
     MDB_dbi devices = 0;
@@ -76,11 +134,14 @@ struct StoreState {
     // Remapping (mdb_env_set_mapsize) is only safe while no transaction of
     // this process is open: every transaction holds this gate shared,
     // remapping holds it exclusive.
-    std::shared_mutex remap_gate;
+    RemapGate remap_gate;
     // Serialises this process's writers before they queue on LMDB's own
     // cross-process writer lock, so at most one of them remaps at a time.
     std::mutex writer;
     std::atomic<std::uint64_t> map_size{0};
+    std::atomic<std::uint64_t> records_walked{0};
+    /// Key of the page tokens' MAC, the store's own (meta), read at open.
+    std::string page_token_key;
 
     Error lmdb_error(int rc, std::string_view what) const;
 
@@ -91,7 +152,10 @@ struct StoreState {
     /// Adopts the map size another process recorded (and, if `grow`, at
     /// least doubles it) unless another thread already remapped since the
     /// caller saw `seen_size`. The calling thread must hold no transaction.
-    Outcome remap(std::uint64_t seen_size, bool grow);
+    /// With a `wait_limit`, gives up (Errc::store_error) when the gate is
+    /// not free by then.
+    Outcome remap(std::uint64_t seen_size, bool grow,
+                  std::optional<std::chrono::microseconds> wait_limit = std::nullopt);
 };
 
 // Store::Impl is private to Store; the internals work on this base.
@@ -102,7 +166,8 @@ struct Store::Impl : StoreState {};
 /// the gate is never locked twice by one thread.
 class SharedHold {
 public:
-    explicit SharedHold(StoreState& impl);
+    /// `priority`: see RemapGate (the broker thread's snapshots).
+    explicit SharedHold(StoreState& impl, bool priority = false);
     ~SharedHold();
     SharedHold(const SharedHold&) = delete;
     SharedHold& operator=(const SharedHold&) = delete;
@@ -110,9 +175,17 @@ public:
     /// Whether the calling thread holds the gate of `impl` at all.
     static bool held_by_this_thread(const StoreState& impl) noexcept;
 
+    /// Lets a waiting remap through and takes the gate again, if this is
+    /// the thread's only hold (its transaction reset by the caller first).
+    /// False, doing nothing, when the thread holds the gate more deeply.
+    bool let_remap_through();
+    /// Whether this is the calling thread's only hold on the gate.
+    bool only_hold() const noexcept;
+
 private:
     StoreState& impl_;
     bool tracked_;
+    bool priority_;
 };
 
 /// ReadView / WriteView over one LMDB transaction (top-level or nested).
@@ -120,11 +193,16 @@ class TxnView final : public WriteView {
 public:
     TxnView(StoreState& impl, MDB_txn* txn, TxnState& state) noexcept : impl_(impl), txn_(txn), state_(state) {}
 
+    /// For Store::read's top-level read-only transaction: long walks may
+    /// reset it, let a waiting remap through `hold`, and renew it.
+    void allow_pauses(SharedHold& hold) noexcept { pausable_ = &hold; }
+
     Result<std::optional<CaRecord>> get_ca(std::string_view sn) override;
     Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) override;
     Result<PageResult<CaRecord>> list_cas(Page page) override;
     Result<PageResult<DeviceRecord>> list_devices(Page page) override;
     Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) override;
+    Result<bool> ca_being_deleted(std::string_view sn) override;
     Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) override;
     Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) override;
     Result<std::uint64_t> ca_count() override;
@@ -135,6 +213,9 @@ public:
     Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
                                      std::string_view caller) override;
     Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Outcome begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Result<std::uint64_t> delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                            std::string_view caller) override;
     Outcome insert_device(const DeviceRecord& rec, std::string_view action, std::string_view caller) override;
     Result<CertStatus> set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
                                          std::string_view action, std::string_view caller) override;
@@ -170,13 +251,24 @@ private:
     /// Fills rec.content_pem from the PEM database.
     Outcome load_device_pem(std::string_view key, DeviceRecord& rec);
     Outcome delete_pem(std::string_view key);
+    /// Removes up to `limit` devices of `sn` with their log entries; does
+    /// not touch the counters (the caller does, once).
+    Result<std::uint64_t> remove_devices_of(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                            std::string_view caller, std::int64_t now);
+    /// Errc::not_found naming the deletion, if `sn` is being deleted.
+    Outcome refuse_if_being_deleted(std::string_view sn);
     template <class T, class Decode>
-    Result<PageResult<T>> page_of(MDB_dbi dbi, std::string_view prefix, std::uint64_t total, Page page,
-                                  Decode&& decode);
+    Result<PageResult<T>> page_of(MDB_dbi dbi, std::string_view list, std::string_view prefix, std::uint64_t total,
+                                  const Page& page, Decode&& decode);
+    /// When a remap waits and this read may pause: steps out of the snapshot
+    /// and back in, with `cursor` at the first key >= the one it was on
+    /// (k, v updated). Returns an LMDB code (0: carry on).
+    int pause_for_remap(MDB_cursor* cursor, MDB_val& k, MDB_val& v);
 
     StoreState& impl_;
     MDB_txn* txn_;
     TxnState& state_;
+    SharedHold* pausable_ = nullptr;
 };
 
 }  // namespace devcert

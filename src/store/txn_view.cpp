@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "page_token.hpp"
 #include "record_format.hpp"
 #include "store_impl.hpp"
 
@@ -160,8 +161,8 @@ Outcome TxnView::log_change(std::string_view action, std::string_view ca_sn, std
 
     MDB_stat stat{};
     if (const int rc = mdb_stat(txn_, impl_.changes, &stat); rc != 0) return fail(rc, "count change log");
-    if (stat.ms_entries <= impl_.options.change_log_retention) return Ok{};
-    std::size_t excess = stat.ms_entries - impl_.options.change_log_retention;
+    if (stat.ms_entries <= impl_.change_log_retention) return Ok{};
+    std::size_t excess = stat.ms_entries - impl_.change_log_retention;
     CursorOwner cursor;
     if (const int rc = mdb_cursor_open(txn_, impl_.changes, cursor.out()); rc != 0)
         return fail(rc, "open change log cursor");
@@ -185,36 +186,96 @@ Outcome TxnView::patch_status(MDB_dbi dbi, std::string_view key, const MDB_val& 
     return put(dbi, key, value, 0, fmt::format("write {} record", what));
 }
 
+int TxnView::pause_for_remap(MDB_cursor* cursor, MDB_val& k, MDB_val& v) {
+    if (pausable_ == nullptr || !impl_.remap_gate.remap_waiting() || !pausable_->only_hold()) return 0;
+    const std::string at(to_view(k));
+    mdb_txn_reset(txn_);
+    pausable_->let_remap_through();
+    int rc = mdb_txn_renew(txn_);
+    if (rc == MDB_MAP_RESIZED) state_.map_resized = true;
+    if (rc != 0) return rc;
+    if ((rc = mdb_cursor_renew(txn_, cursor)) != 0) return rc;
+    k = to_val(at);
+    return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+}
+
+namespace {
+
+// A long walk checks this often whether a remap waits for it.
+constexpr std::uint64_t kPauseCheckEvery = 64;
+
+Error not_a_continuation() {
+    return make_error(Errc::invalid_argument,
+                      "NextToken is not a continuation of this list (altered, issued by another store, or for "
+                      "another list)");
+}
+
+}  // namespace
+
 template <class T, class Decode>
-Result<PageResult<T>> TxnView::page_of(MDB_dbi dbi, std::string_view prefix, std::uint64_t total, Page page,
-                                       Decode&& decode) {
-    if (page.page_no < 1 || page.page_size < 1)
+Result<PageResult<T>> TxnView::page_of(MDB_dbi dbi, std::string_view list, std::string_view prefix,
+                                       std::uint64_t total, const Page& page, Decode&& decode) {
+    if (page.page_size < 1 || (page.after.empty() && page.page_no < 1))
         return make_error(Errc::invalid_argument, fmt::format("page {} of size {} does not exist (both start at 1)",
                                                               page.page_no, page.page_size));
     PageResult<T> result;
     result.total = total;
-    const std::uint64_t skip = static_cast<std::uint64_t>(page.page_no - 1) * page.page_size;
-    if (skip >= total) return result;
+    std::uint64_t steps = 0;
+    struct Count {
+        std::atomic<std::uint64_t>& to;
+        std::uint64_t& steps;
+        ~Count() { to.fetch_add(steps, std::memory_order_relaxed); }
+    } count{impl_.records_walked, steps};
 
     CursorOwner cursor;
     if (const int rc = mdb_cursor_open(txn_, dbi, cursor.out()); rc != 0) return fail(rc, "open cursor");
-    MDB_val k = to_val(prefix);
+    MDB_val k{};
     MDB_val v{};
-    int rc = mdb_cursor_get(cursor.get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
-    // Offsets are walked, not computed: LMDB keeps no ranks. Pages are for
-    // operators, so the walk is bounded by what they ask for.
-    for (std::uint64_t i = 0; rc == 0 && i < skip; ++i) {
-        if (!to_view(k).starts_with(prefix)) return result;
-        rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+    int rc = 0;
+    if (!page.after.empty()) {
+        // A token costs one seek, however deep the page: a whole walk is O(N).
+        const auto after = page_token::open(impl_.page_token_key, list, page.after);
+        if (!after || !after->starts_with(prefix) || after->size() == prefix.size()) return not_a_continuation();
+        k = to_val(*after);
+        rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
+        ++steps;
+        // Its record may have been deleted since: then the seek already
+        // stands on the next one.
+        if (rc == 0 && to_view(k) == *after) {
+            rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+            ++steps;
+        }
+    } else {
+        const std::uint64_t skip = static_cast<std::uint64_t>(page.page_no - 1) * page.page_size;
+        if (skip >= total) return result;
+        k = to_val(prefix);
+        rc = mdb_cursor_get(cursor.get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+        ++steps;
+        // Offsets are walked, not computed: LMDB keeps no ranks, so page n
+        // costs n pages of steps. The walk lets a waiting remap through now
+        // and then, so it holds up no write however deep it goes.
+        for (std::uint64_t i = 0; rc == 0 && i < skip; ++i) {
+            if (!to_view(k).starts_with(prefix)) return result;
+            rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+            ++steps;
+            if (rc == 0 && steps % kPauseCheckEvery == 0) rc = pause_for_remap(cursor.get(), k, v);
+        }
     }
     result.items.reserve(page.page_size);
+    std::string last_key;
     while (rc == 0 && result.items.size() < page.page_size && to_view(k).starts_with(prefix)) {
         T item;
         if (!decode(to_view(k), to_view(v), item)) return corrupt("listed", to_view(k));
         result.items.push_back(std::move(item));
+        last_key.assign(to_view(k));
         rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+        ++steps;
     }
     if (rc != 0 && rc != MDB_NOTFOUND) return fail(rc, "list records");
+    // The cursor already stands on the record after the page: a token only
+    // when there is one.
+    if (rc == 0 && !last_key.empty() && to_view(k).starts_with(prefix))
+        result.next = page_token::seal(impl_.page_token_key, list, last_key);
     return result;
 }
 
@@ -268,7 +329,7 @@ Result<std::optional<DeviceRecord>> TxnView::get_device(std::string_view ca_sn, 
 Result<PageResult<CaRecord>> TxnView::list_cas(Page page) {
     auto total = counter(fmtx::kCaCountKey);
     if (!total) return total.error();
-    return page_of<CaRecord>(impl_.cas, {}, *total, page, [](std::string_view k, std::string_view v, CaRecord& out) {
+    return page_of<CaRecord>(impl_.cas, "cas", {}, *total, page, [](std::string_view k, std::string_view v, CaRecord& out) {
         return fmtx::decode_ca(v, k, out);
     });
 }
@@ -276,7 +337,7 @@ Result<PageResult<CaRecord>> TxnView::list_cas(Page page) {
 Result<PageResult<DeviceRecord>> TxnView::list_devices(Page page) {
     auto total = counter(fmtx::kDeviceCountKey);
     if (!total) return total.error();
-    auto result = page_of<DeviceRecord>(impl_.devices, {}, *total, page, decode_device_entry);
+    auto result = page_of<DeviceRecord>(impl_.devices, "devices", {}, *total, page, decode_device_entry);
     if (!result) return result;
     for (auto& d : result->items)
         if (auto r = load_device_pem(device_key_string(d.ca_sn, d.device_sn), d); !r) return r.error();
@@ -291,7 +352,8 @@ Result<PageResult<DeviceRecord>> TxnView::list_devices_by_ca(std::string_view ca
     if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kCaMagic, fmtx::kCaHeaderSize)) return corrupt("ca", ca_sn);
     const std::uint64_t total =
         fmtx::get_u64(static_cast<const std::uint8_t*>(v.mv_data) + fmtx::kCaDeviceCountOffset);
-    auto result = page_of<DeviceRecord>(impl_.devices, ca_prefix(ca_sn), total, page, decode_device_entry);
+    const std::string prefix = ca_prefix(ca_sn);
+    auto result = page_of<DeviceRecord>(impl_.devices, "devices of ca", prefix, total, page, decode_device_entry);
     if (!result) return result;
     for (auto& d : result->items)
         if (auto r = load_device_pem(device_key_string(d.ca_sn, d.device_sn), d); !r) return r.error();
@@ -381,25 +443,50 @@ Result<CertStatus> TxnView::set_ca_status(std::string_view sn, CertStatus status
     if (old == status) return old;
     if (old == CertStatus::revoked)
         return make_error(Errc::revoked, fmt::format("ca '{}' is revoked; revocation is final", sn));
+    if (status == CertStatus::active)
+        if (auto r = refuse_if_being_deleted(sn); !r) return r.error();
     const std::int64_t now = now_ms();
     if (auto r = patch_status(impl_.cas, sn, v, fmtx::kCaHeaderSize, status, now, "ca"); !r) return r.error();
     if (auto r = log_change(action, sn, {}, old, status, caller, now); !r) return r.error();
     return old;
 }
 
-Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view action, std::string_view caller) {
-    auto found = get_ca(sn);
-    if (!found) return found.error();
-    if (!*found) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
-    const CaRecord& ca = **found;
-    const std::int64_t now = now_ms();
+namespace {
 
+std::string deleting_key(std::string_view sn) {
+    std::string key(fmtx::kDeletingCaPrefix);
+    key.append(sn);
+    return key;
+}
+
+}  // namespace
+
+Result<bool> TxnView::ca_being_deleted(std::string_view sn) {
+    if (!fmtx::valid_key_serial(sn)) return false;
+    MDB_val v{};
+    const int rc = get(impl_.meta, deleting_key(sn), v);
+    if (rc == MDB_NOTFOUND) return false;
+    if (rc != 0) return fail(rc, "read metadata");
+    return true;
+}
+
+Outcome TxnView::refuse_if_being_deleted(std::string_view sn) {
+    auto deleting = ca_being_deleted(sn);
+    if (!deleting) return deleting.error();
+    if (*deleting)
+        return make_error(Errc::not_found,
+                          fmt::format("ca '{}' is being deleted (DeleteCaCertificate again finishes it)", sn));
+    return Ok{};
+}
+
+Result<std::uint64_t> TxnView::remove_devices_of(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                                 std::string_view caller, std::int64_t now) {
     const std::string prefix = ca_prefix(sn);
     CursorOwner cursor;
     if (const int rc = mdb_cursor_open(txn_, impl_.devices, cursor.out()); rc != 0)
         return fail(rc, "open device cursor");
     std::uint64_t removed = 0;
-    for (;;) {
+    while (removed < limit) {
         // Re-seek after every deletion rather than relying on where a cursor
         // lands after mdb_cursor_del.
         MDB_val k = to_val(prefix);
@@ -418,6 +505,54 @@ Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view a
         if (auto r = log_change(action, sn, device_sn, old, std::nullopt, caller, now); !r) return r.error();
         ++removed;
     }
+    return removed;
+}
+
+Outcome TxnView::begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) {
+    MDB_val v{};
+    const int rc = fmtx::valid_key_serial(sn) ? get(impl_.cas, sn, v) : MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    if (rc != 0) return fail(rc, "read ca record");
+    if (!fmtx::has_header(v.mv_data, v.mv_size, fmtx::kCaMagic, fmtx::kCaHeaderSize)) return corrupt("ca", sn);
+    const auto old = static_cast<CertStatus>(header_byte(v, fmtx::kStatusOffset));
+    if (old == CertStatus::active) {
+        // Its devices are refused, and their sessions kicked, from this very
+        // commit on, however long the removal of their records takes.
+        const std::int64_t now = now_ms();
+        if (auto r = patch_status(impl_.cas, sn, v, fmtx::kCaHeaderSize, CertStatus::inactive, now, "ca"); !r)
+            return r;
+        if (auto r = log_change(action, sn, {}, old, CertStatus::inactive, caller, now); !r) return r;
+    }
+    return put(impl_.meta, deleting_key(sn), "1", 0, "mark ca as being deleted");
+}
+
+Result<std::uint64_t> TxnView::delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                                 std::string_view caller) {
+    if (!fmtx::valid_key_serial(sn)) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    auto removed = remove_devices_of(sn, limit, action, caller, now_ms());
+    if (!removed) return removed;
+    if (*removed == 0) {
+        MDB_val v{};
+        const int rc = get(impl_.cas, sn, v);
+        if (rc == MDB_NOTFOUND) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+        if (rc != 0) return fail(rc, "read ca record");
+        return removed;
+    }
+    const auto delta = -static_cast<std::int64_t>(*removed);
+    if (auto r = add_to_ca_device_count(sn, delta); !r) return r.error();
+    if (auto r = add_to_counter(fmtx::kDeviceCountKey, delta); !r) return r.error();
+    return removed;
+}
+
+Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view action, std::string_view caller) {
+    auto found = get_ca(sn);
+    if (!found) return found.error();
+    if (!*found) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    const CaRecord& ca = **found;
+    const std::int64_t now = now_ms();
+
+    auto removed = remove_devices_of(sn, UINT64_MAX, action, caller, now);
+    if (!removed) return removed;
     if (!ca.subject_key_id.empty()) {
         MDB_val k = to_val(ca.subject_key_id);
         MDB_val v = to_val(sn);
@@ -426,8 +561,14 @@ Result<std::uint64_t> TxnView::delete_ca(std::string_view sn, std::string_view a
             return fail(rc, "delete subject key index entry");
     }
     if (auto r = del(impl_.cas, sn, nullptr, "delete ca record"); !r) return r.error();
+    {
+        const std::string marker = deleting_key(sn);
+        MDB_val k = to_val(marker);
+        if (const int rc = mdb_del(txn_, impl_.meta, &k, nullptr); rc != 0 && rc != MDB_NOTFOUND)
+            return fail(rc, "clear ca deletion marker");
+    }
     if (auto r = add_to_counter(fmtx::kCaCountKey, -1); !r) return r.error();
-    if (auto r = add_to_counter(fmtx::kDeviceCountKey, -static_cast<std::int64_t>(removed)); !r) return r.error();
+    if (auto r = add_to_counter(fmtx::kDeviceCountKey, -static_cast<std::int64_t>(*removed)); !r) return r.error();
     if (auto r = log_change(action, sn, {}, ca.status, std::nullopt, caller, now); !r) return r.error();
     return removed;
 }
@@ -441,6 +582,7 @@ Outcome TxnView::insert_device(const DeviceRecord& rec, std::string_view action,
     if (rc == MDB_NOTFOUND)
         return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", rec.ca_sn));
     if (rc != 0) return fail(rc, "read ca record");
+    if (auto r = refuse_if_being_deleted(rec.ca_sn); !r) return r;
 
     const std::string key = device_key_string(rec.ca_sn, rec.device_sn);
     rc = get(impl_.devices, key, v);

@@ -54,8 +54,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         self.server.requests.append({"method": self.command, "path": self.path,
                                      "content_type": self.headers.get("Content-Type"), "body": body})
-        status, reply = self.server.reply
-        data = reply.encode()
+        status, reply = self.server.replies.pop(0) if getattr(self.server, "replies", None) else self.server.reply
+        data = getattr(self.server, "reply_bytes", None) or reply.encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -250,6 +250,67 @@ def test_the_table_output_of_one_record_is_a_field_list(fake_socket):
     assert result.stdout == ("RequestId       R\n"
                              "Data.Sn         0c01\n"
                              "Data.CaContent  (10 bytes of PEM; --output json shows it)\n")
+
+
+def test_the_table_output_shows_control_characters_from_certificates_as_visible_escapes(fake_socket):
+    # A CN is whatever the certificate's issuer put there: ESC and CR must
+    # not reach the operator's terminal (ESC [2J clears it, CR rewrites the
+    # line), nor C1 controls, DEL or bytes that are not UTF-8.
+    name = "dev\x1b[2J\rice\x7f\u009b31m\\ok \u00e9"
+    fake_socket.reply = (200, json.dumps({"RequestId": "R", "Data": {
+        "DeviceCertificateVOS": [{"CaSn": "0c01", "DeviceSn": "0a", "DeviceName": name}],
+        "PageNo": 1, "PageSize": 1, "Total": 1}}, ensure_ascii=False))
+    listed = ctl("--socket", fake_socket.path, "--output", "table", "ListDeviceCertificate", "--MqttInstanceId",
+                 "local", "--PageNo", "1", "--PageSize", "1")
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[1] == "0c01  0a        dev\\x1b[2J\\rice\\x7f\\u009b31m\\\\ok \u00e9"
+
+    fake_socket.reply = (200, json.dumps({"RequestId": "R", "Data": {"DeviceName": "a\rb\x1bc\nd\te"}}))
+    one = ctl("--socket", fake_socket.path, "--output", "table", "GetDeviceCertificate", "--MqttInstanceId",
+              "local", "--CaSn", "0c01", "--DeviceSn", "0a")
+    assert one.returncode == 0
+    assert one.stdout.splitlines()[1] == "Data.DeviceName  a\\rb\\x1bc\\nd\\te"
+    for out in (listed.stdout, one.stdout):
+        assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in out), repr(out)
+
+
+def test_the_table_output_escapes_bytes_that_are_not_utf8(fake_socket):
+    # Not JSON (the parser refuses the bytes), so shown as received: escaped.
+    fake_socket.reply_bytes = b'{"RequestId":"R","Data":{"DeviceName":"a\xff\x9b\xc3b\x1b"}}'
+    result = subprocess.run([devcertctl_path(), "--socket", fake_socket.path, "--output", "table",
+                             "GetDeviceCertificate", "--MqttInstanceId", "local", "--CaSn", "0c01", "--DeviceSn",
+                             "0a"], capture_output=True, timeout=30)
+    assert result.returncode == 0
+    assert b"a\\xff\\x9b\\xc3b\\x1b" in result.stdout
+    text = result.stdout.decode("utf-8")
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in text), repr(text)
+
+
+def test_all_follows_next_token_to_the_end_and_prints_one_list(fake_socket):
+    def page(records, token=None):
+        data = {"DeviceCertificateVOS": [{"CaSn": "0c01", "DeviceSn": sn} for sn in records], "PageSize": 2,
+                "Total": 5}
+        if token:
+            data["NextToken"] = token
+        return (200, json.dumps({"RequestId": "R", "Data": data}))
+    fake_socket.replies = [page(["01", "02"], "tok-1"), page(["03", "04"], "tok-2"), page(["05"])]
+    result = ctl("--socket", fake_socket.path, "--all", "ListDeviceCertificate", "--MqttInstanceId", "local",
+                 "--PageSize", "2")
+    assert result.returncode == 0, result.stderr
+    sent = [urllib.parse.parse_qsl(r["body"].decode()) for r in fake_socket.requests]
+    assert [dict(s).get("PageNo") for s in sent] == ["1", None, None]
+    assert [dict(s).get("NextToken") for s in sent] == [None, "tok-1", "tok-2"]
+    out = json.loads(result.stdout)
+    assert [d["DeviceSn"] for d in out["Data"]["DeviceCertificateVOS"]] == ["01", "02", "03", "04", "05"]
+    assert out["Data"]["Total"] == 5
+
+
+def test_all_is_refused_for_operations_that_are_not_lists_and_with_a_page_number(fake_socket):
+    assert_usage_error(ctl("--socket", fake_socket.path, "--all", "GetStats", "--MqttInstanceId", "local"),
+                       "--all walks lists")
+    assert_usage_error(ctl("--socket", fake_socket.path, "--all", "ListCaCertificate", "--MqttInstanceId", "local",
+                           "--PageNo", "2"), "leave out --PageNo")
+    assert fake_socket.requests == []
 
 
 # ------------------------------------------------------------------- --db

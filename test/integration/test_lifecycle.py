@@ -223,13 +223,16 @@ def test_the_whole_lifecycle_from_registering_a_ca_to_deleting_it(make_broker, m
         ("DeleteDeviceCertificate", FLEET, "e002", "1", ""),
         ("AutoRegister", FLEET, "e002", "", "1"),
     ] + story[13:15]
+    # The deletion: the CA inactivated first (its devices refused from then
+    # on), its devices removed, the CA removed last.
     removal = story[13:]
-    assert sorted(removal[:-1]) == [("DeleteCaCertificate", FLEET, f"e00{i}", "2" if i == 1 else "1", "")
-                                    for i in range(1, 6)]
-    assert removal[-1] == ("DeleteCaCertificate", FLEET, "", "1", "")
+    assert removal[0] == ("DeleteCaCertificate", FLEET, "", "1", "0")
+    assert sorted(removal[1:-1]) == [("DeleteCaCertificate", FLEET, f"e00{i}", "2" if i == 1 else "1", "")
+                                     for i in range(1, 6)]
+    assert removal[-1] == ("DeleteCaCertificate", FLEET, "", "0", "")
     entries = ok(b, "ListCertificateChanges", SinceSeq=start, PageSize=1000)["Data"]["Changes"]
     assert all(e["Caller"] in ("uid=0(root)", "connection") for e in entries)
-    assert len({e["Time"] for e in entries[-6:]}) == 1  # one transaction, one time
+    assert len({e["Time"] for e in entries[-6:-1]}) == 1  # the devices went in one commit, at one time
 
     # The counters saw it all.
     stats = ok(b, "GetStats")["Data"]

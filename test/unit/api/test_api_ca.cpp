@@ -1,5 +1,12 @@
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "api_pki.hpp"
 
 using namespace devcert;
@@ -193,4 +200,110 @@ TEST_CASE("ListCaCertificate pages the registered CAs in Sn order", "[api][ca]")
     REQUIRE(past.status == 200);
     CHECK(past.body.at("Data").at("CaCertificateVOS").empty());
     CHECK(past.body.at("Data").at("Total") == 3);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t ms_since(Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+// `count` devices under `ca_sn`, written straight into the store in large
+// transactions (the deletion is under test, not the registration).
+void fill_devices(ApiFixture& f, const std::string& ca_sn, std::uint64_t count, std::size_t pem_size) {
+    const std::string pem(pem_size, 'p');
+    for (std::uint64_t first = 0; first < count; first += 20'000) {
+        auto outcome = f.store->write([&](WriteView& view) -> Outcome {
+            for (std::uint64_t i = first; i < std::min(count, first + 20'000); ++i) {
+                DeviceRecord d;
+                d.ca_sn = ca_sn;
+                d.device_sn = fmt::format("{:08x}", i + 1);
+                d.device_name = "device";
+                d.content_pem = pem;
+                if (auto r = view.insert_device(d, "AutoRegister", "connection"); !r) return r;
+            }
+            return Ok{};
+        });
+        REQUIRE(outcome.ok());
+    }
+}
+
+}  // namespace
+
+TEST_CASE("deleting a CA with 100,000 devices keeps checks served and other writes waiting briefly",
+          "[api][ca][slow]") {
+    ApiFixture f;
+    const auto big = test_ca("0a01", "Root A");
+    const auto other = test_ca("0a02", "Root B");
+    REQUIRE(register_ca(f, big).status == 200);
+    REQUIRE(register_ca(f, other).status == 200);
+    REQUIRE(register_device(f, test_device(other, "0d01")).status == 200);
+    constexpr std::uint64_t kDevices = 100'000;
+    fill_devices(f, "0a01", kDevices, 700);
+
+    std::atomic<bool> done{false};
+    Reply deleted;
+    const auto started = Clock::now();
+    std::thread deleter([&] {
+        deleted = f.call(ca_call("DeleteCaCertificate", "0a01"));
+        done = true;
+    });
+
+    // Connection checks (a fresh snapshot per check) and admin writes on
+    // another CA, all the while.
+    StatusReader reader(*f.store);
+    std::int64_t worst_check_ms = 0;
+    std::int64_t worst_write_ms = 0;
+    unsigned checks = 0;
+    unsigned writes = 0;
+    bool saw_half_deleted = false;
+    while (!done.load()) {
+        const auto check = Clock::now();
+        REQUIRE(reader.refresh());
+        DeviceStatusView view;
+        CertStatus ca_status = CertStatus::active;
+        REQUIRE(reader.device_status("0a02", "0d01", view) == Lookup::found);
+        // While the deletion runs, the CA's devices must be refused: the CA
+        // is no longer active from its first commit on.
+        if (reader.ca_status("0a01", ca_status) == Lookup::found) {
+            DeviceStatusView victim;
+            const Lookup found = reader.device_status("0a01", fmt::format("{:08x}", kDevices), victim);
+            if (found == Lookup::found && reader.device_status("0a01", "00000001", victim) == Lookup::not_found) {
+                saw_half_deleted = true;
+                CHECK(ca_status != CertStatus::active);
+            }
+        }
+        reader.release();
+        worst_check_ms = std::max(worst_check_ms, ms_since(check));
+        ++checks;
+
+        const auto write = Clock::now();
+        const char* action = writes % 2 == 0 ? "InactivateDeviceCertificate" : "ActiveDeviceCertificate";
+        REQUIRE(f.call(device_call(action, "0a02", "0d01")).status == 200);
+        worst_write_ms = std::max(worst_write_ms, ms_since(write));
+        ++writes;
+    }
+    deleter.join();
+    const auto total_ms = ms_since(started);
+    INFO("deletion " << total_ms << " ms; " << checks << " checks (worst " << worst_check_ms << " ms), " << writes
+                     << " writes (worst " << worst_write_ms << " ms)");
+    REQUIRE(deleted.status == 200);
+    const auto audit = f.audit();
+    CHECK(std::any_of(audit.begin(), audit.end(), [](const std::string& line) {
+        return line.find("| DeleteCaCertificate | sn=0a01 devices_removed=100000 | ok |") != std::string::npos;
+    }));
+    CHECK(f.call(ca_call("GetCaCertificate", "0a01")).code() == "FindCaBySnError");
+    CHECK(f.call(device_call("GetDeviceCertificate", "0a02", "0d01")).status == 200);
+    auto counted = f.store->read([&](ReadView& view) -> Outcome {
+        CHECK(*view.device_count() == 1);
+        CHECK(*view.ca_count() == 1);
+        return Ok{};
+    });
+    REQUIRE(counted.ok());
+    CHECK(writes >= 3);
+    CHECK(worst_write_ms < 500);
+    CHECK(worst_check_ms < 250);
+    (void)saw_half_deleted;
 }

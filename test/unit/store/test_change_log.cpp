@@ -94,3 +94,41 @@ TEST_CASE("a retention of zero is refused when opening", "[store][changes]") {
     REQUIRE_FALSE(store.ok());
     CHECK(store.error().code == Errc::invalid_argument);
 }
+
+TEST_CASE("a store opened without a retention applies the one it was last configured with", "[store][changes]") {
+    // The broker opens the store with plugin_opt_change_log_retention;
+    // devcertctl --db opens it without one and must trim to the same limit,
+    // neither keeping more nor dropping what the broker would keep.
+    TempDir dir;
+    {
+        auto broker = open_store(dir.path(), 8ull << 20, 5);
+        must_write(*broker, [&](WriteView& v) { return v.insert_ca(make_ca("0a"), "RegisterCaCertificate", "ops"); });
+    }
+    StoreOptions bare;
+    bare.path = dir.path();
+    bare.create = false;
+    {
+        auto ctl = Store::open(bare);
+        REQUIRE(ctl.ok());
+        insert_devices(**ctl, 1, 9);
+        must_read(**ctl, [&](ReadView& v) {
+            const auto log = *v.changes_after(0, 100);
+            REQUIRE(log.size() == 5);
+            CHECK(log.front().seq == 6);
+            CHECK(log.back().seq == 10);
+        });
+    }
+    {
+        // Configured again, larger: a bare open keeps everything up to it.
+        auto broker = open_store(dir.path(), 8ull << 20, 20);
+    }
+    auto ctl = Store::open(bare);
+    REQUIRE(ctl.ok());
+    insert_devices(**ctl, 10, 19);
+    must_read(**ctl, [&](ReadView& v) {
+        const auto log = *v.changes_after(0, 100);
+        REQUIRE(log.size() == 15);
+        CHECK(log.front().seq == 6);
+        CHECK(log.back().seq == 20);
+    });
+}

@@ -152,3 +152,79 @@ TEST_CASE("totals stay right after deleting devices and CAs", "[store][paging]")
         CHECK(v.list_devices_by_ca("0a", Page{}).error().code == Errc::not_found);
     });
 }
+
+namespace {
+
+// Walks a list to its end; returns the serials and the steps it cost.
+template <class List>
+std::pair<std::vector<std::string>, std::uint64_t> walk_all(Store& store, std::uint32_t size, List&& list, bool by_token) {
+    std::vector<std::string> seen;
+    const std::uint64_t before = store.records_walked();
+    Page page{1, size};
+    for (;;) {
+        PageResult<DeviceRecord> result;
+        must_read(store, [&](ReadView& v) { result = *list(v, page); });
+        for (const auto& d : result.items) seen.push_back(d.ca_sn + "/" + d.device_sn);
+        if (by_token) {
+            if (result.next.empty()) break;
+            page.after = result.next;
+        } else {
+            if (result.items.size() < size) break;
+            ++page.page_no;
+        }
+    }
+    return {seen, store.records_walked() - before};
+}
+
+}  // namespace
+
+TEST_CASE("walking a whole list with tokens costs O(N) steps, with page numbers O(N^2)", "[store][paging][token]") {
+    TempDir dir;
+    auto store = open_store(dir.path());
+    populate(*store);
+    auto by_ca = [](ReadView& v, const Page& p) { return v.list_devices_by_ca("0b", p); };
+    auto all = [](ReadView& v, const Page& p) { return v.list_devices(p); };
+
+    const auto [numbered, numbered_cost] = walk_all(*store, 5, by_ca, false);
+    const auto [tokens, token_cost] = walk_all(*store, 5, by_ca, true);
+    CHECK(tokens == numbered);
+    REQUIRE(tokens.size() == 250);
+    // Each page: one seek, its records, one look past the end.
+    CHECK(token_cost <= 250 + 2 * 50);
+    CHECK(numbered_cost > 250 * 50 / 2);
+
+    const auto [everything, cost] = walk_all(*store, 100, all, true);
+    CHECK(everything.size() == 255);
+    CHECK(cost <= 255 + 2 * 3);
+}
+
+TEST_CASE("a token is refused by another list, another CA's list and when altered", "[store][paging][token]") {
+    TempDir dir;
+    auto store = open_store(dir.path());
+    populate(*store);
+    std::string token;
+    must_read(*store, [&](ReadView& v) { token = v.list_devices_by_ca("0b", Page{1, 10})->next; });
+    REQUIRE_FALSE(token.empty());
+    must_read(*store, [&](ReadView& v) {
+        Page page{1, 10};
+        page.after = token;
+        CHECK(v.list_devices_by_ca("0b", page).ok());
+        CHECK(v.list_devices_by_ca("0a", page).error().code == Errc::invalid_argument);
+        CHECK(v.list_devices(page).error().code == Errc::invalid_argument);
+        CHECK(v.list_cas(page).error().code == Errc::invalid_argument);
+        page.after = token.substr(1);
+        CHECK(v.list_devices_by_ca("0b", page).error().code == Errc::invalid_argument);
+        page.after = token + "A";
+        CHECK(v.list_devices_by_ca("0b", page).error().code == Errc::invalid_argument);
+    });
+    // Tokens survive reopening (the key is the store's, not the process's).
+    store.reset();
+    store = open_store(dir.path());
+    must_read(*store, [&](ReadView& v) {
+        Page page{1, 10};
+        page.after = token;
+        auto next = v.list_devices_by_ca("0b", page);
+        REQUIRE(next.ok());
+        CHECK(next->items.front().device_sn == serial_for(11));
+    });
+}
