@@ -15,6 +15,14 @@ constexpr std::size_t kMaxSerial = 128;
 constexpr std::size_t kMaxSubjectKeyId = 255;
 constexpr std::size_t kMaxMetaKey = 255;
 constexpr std::string_view kReservedMetaPrefix = "store.";
+// The same marker key as the LMDB store's: a CA whose deletion began.
+constexpr std::string_view kDeletingCaPrefix = "store.deleting_ca.";
+
+std::string deleting_key(std::string_view sn) {
+    std::string key(kDeletingCaPrefix);
+    key.append(sn);
+    return key;
+}
 constexpr std::string_view kSchemaVersionKey = "schema_version";
 /// Rows per INSERT of change entries (10 parameters each; libpq allows 65535).
 constexpr std::size_t kChangeRowsPerInsert = 1000;
@@ -74,6 +82,12 @@ void set_fingerprint(std::string_view raw, Sha256& out) {
 std::optional<CertStatus> status_from(const pg::Rows& rows, int row, int col) {
     if (rows.null(row, col)) return std::nullopt;
     return static_cast<CertStatus>(rows.i64(row, col));
+}
+
+// Continuation tokens (Page::after) are the LMDB store's for now: the fleet
+// view pages by number only, and says so rather than ignore a token.
+Error token_error() {
+    return make_error(Errc::invalid_argument, "NextToken is not supported on the fleet store yet; use PageNo");
 }
 
 Error page_error(Page page) {
@@ -431,6 +445,7 @@ Result<std::optional<DeviceRecord>> FleetWriteView::get_device(std::string_view 
 }
 
 Result<PageResult<CaRecord>> FleetWriteView::list_cas(Page page) {
+    if (!page.after.empty()) return token_error();
     if (page.page_no < 1 || page.page_size < 1) return page_error(page);
     auto total = ca_count();
     if (!total) return total.error();
@@ -450,6 +465,7 @@ Result<PageResult<CaRecord>> FleetWriteView::list_cas(Page page) {
 }
 
 Result<PageResult<DeviceRecord>> FleetWriteView::list_devices(Page page) {
+    if (!page.after.empty()) return token_error();
     if (page.page_no < 1 || page.page_size < 1) return page_error(page);
     auto total = device_count();
     if (!total) return total.error();
@@ -470,6 +486,7 @@ Result<PageResult<DeviceRecord>> FleetWriteView::list_devices_by_ca(std::string_
     auto ca = load_ca(ca_sn, false);
     if (!ca) return ca.error();
     if (!*ca) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", ca_sn));
+    if (!page.after.empty()) return token_error();
     if (page.page_no < 1 || page.page_size < 1) return page_error(page);
     PageResult<DeviceRecord> result;
     result.total = (*ca)->device_count;
@@ -482,6 +499,30 @@ Result<PageResult<DeviceRecord>> FleetWriteView::list_devices_by_ca(std::string_
     if (!rows) return rows.error();
     for (int i = 0; i < rows->size(); ++i) result.items.push_back(device_from_row(*rows, i));
     return result;
+}
+
+Result<bool> FleetWriteView::ca_being_deleted(std::string_view sn) {
+    if (!valid_key_serial(sn)) return false;
+    auto rows = exec("read metadata", "SELECT 1 FROM devcert.meta WHERE instance = $1 AND key = $2",
+                     {instance_, deleting_key(sn)});
+    if (!rows) return rows.error();
+    return rows->size() != 0;
+}
+
+Outcome FleetWriteView::refuse_if_being_deleted(std::string_view sn) {
+    auto deleting = ca_being_deleted(sn);
+    if (!deleting) return deleting.error();
+    if (*deleting)
+        return make_error(Errc::not_found,
+                          fmt::format("ca '{}' is being deleted (DeleteCaCertificate again finishes it)", sn));
+    return Ok{};
+}
+
+Outcome FleetWriteView::clear_deletion_mark(std::string_view sn) {
+    auto rows = exec("clear ca deletion marker", "DELETE FROM devcert.meta WHERE instance = $1 AND key = $2",
+                     {instance_, deleting_key(sn)});
+    if (!rows) return rows.error();
+    return Ok{};
 }
 
 Result<std::optional<std::string>> FleetWriteView::ca_by_subject_key_id(std::string_view ski) {
@@ -573,6 +614,9 @@ Result<CertStatus> FleetWriteView::set_ca_status(std::string_view sn, CertStatus
     if (old == status) return old;
     if (old == CertStatus::revoked)
         return make_error(Errc::revoked, fmt::format("ca '{}' is revoked; revocation is final", sn));
+    if (status == CertStatus::active) {
+        if (auto r = refuse_if_being_deleted(sn); !r) return r.error();
+    }
     const std::int64_t now = now_ms();
     auto rows = exec("write ca record",
                      "UPDATE devcert.cas SET status = $3, updated_ms = $4, status_changed_ms = $4 "
@@ -609,9 +653,64 @@ Result<std::uint64_t> FleetWriteView::delete_ca(std::string_view sn, std::string
     for (const auto& [device_sn, old] : devices)
         log(action, sn, device_sn, old, std::nullopt, caller, now, std::nullopt, std::nullopt);
     if (const auto it = ca_device_delta_.find(sn); it != ca_device_delta_.end()) ca_device_delta_.erase(it);
+    if (auto r = clear_deletion_mark(sn); !r) return r.error();
     --ca_delta_;
     device_delta_ -= static_cast<std::int64_t>(devices.size());
     log(action, sn, {}, ca.status, std::nullopt, caller, now, std::nullopt, std::nullopt);
+    return static_cast<std::uint64_t>(devices.size());
+}
+
+Outcome FleetWriteView::begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) {
+    auto found = load_ca(sn, true);
+    if (!found) return found.error();
+    if (!*found) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    if ((*found)->status == CertStatus::active) {
+        // Its devices are refused from this very commit on, however long the
+        // removal of their records takes.
+        const std::int64_t now = now_ms();
+        auto rows = exec("write ca record",
+                         "UPDATE devcert.cas SET status = $3, updated_ms = $4, status_changed_ms = $4 "
+                         "WHERE instance = $1 AND sn = $2",
+                         {instance_, sn, status_param(CertStatus::inactive), num(now)});
+        if (!rows) return rows.error();
+        CaRecord ca = std::move(**found);
+        ca.status = CertStatus::inactive;
+        ca.updated_ms = ca.status_changed_ms = now;
+        log(action, sn, {}, CertStatus::active, CertStatus::inactive, caller, now, std::move(ca), std::nullopt);
+    }
+    auto rows = exec("mark ca as being deleted",
+                     "INSERT INTO devcert.meta (instance, key, value) VALUES ($1, $2, '1') "
+                     "ON CONFLICT (instance, key) DO NOTHING",
+                     {instance_, deleting_key(sn)});
+    if (!rows) return rows.error();
+    return Ok{};
+}
+
+Result<std::uint64_t> FleetWriteView::delete_ca_devices(std::string_view sn, std::uint64_t limit,
+                                                        std::string_view action, std::string_view caller) {
+    // The CA row's lock keeps devices from being added under it meanwhile.
+    auto found = load_ca(sn, true);
+    if (!found) return found.error();
+    if (!*found) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", sn));
+    if (limit == 0) return std::uint64_t{0};
+    const std::uint64_t capped = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX));
+    auto removed = exec("delete device records",
+                        "DELETE FROM devcert.devices WHERE instance = $1 AND ca_sn = $2 AND device_sn IN "
+                        "(SELECT device_sn FROM devcert.devices WHERE instance = $1 AND ca_sn = $2 "
+                        "ORDER BY device_sn LIMIT $3) RETURNING device_sn, status",
+                        {instance_, sn, num(capped)});
+    if (!removed) return removed.error();
+    std::vector<std::pair<std::string, CertStatus>> devices;
+    devices.reserve(static_cast<std::size_t>(removed->size()));
+    for (int i = 0; i < removed->size(); ++i)
+        devices.emplace_back(std::string(removed->text(i, 0)), static_cast<CertStatus>(removed->i64(i, 1)));
+    std::sort(devices.begin(), devices.end());
+    const std::int64_t now = now_ms();
+    for (const auto& [device_sn, old] : devices)
+        log(action, sn, device_sn, old, std::nullopt, caller, now, std::nullopt, std::nullopt);
+    const auto n = static_cast<std::int64_t>(devices.size());
+    device_delta_ -= n;
+    ca_device_delta_[std::string(sn)] -= n;
     return static_cast<std::uint64_t>(devices.size());
 }
 
@@ -625,6 +724,7 @@ Outcome FleetWriteView::insert_device(const DeviceRecord& rec, std::string_view 
                    {instance_, rec.ca_sn});
     if (!ca) return ca.error();
     if (ca->size() == 0) return make_error(Errc::not_found, fmt::format("ca '{}' is not registered", rec.ca_sn));
+    if (auto r = refuse_if_being_deleted(rec.ca_sn); !r) return r;
     static const std::string sql = fmt::format(
         "INSERT INTO devcert.devices (instance, {}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
         "ON CONFLICT DO NOTHING",

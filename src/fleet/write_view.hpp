@@ -37,6 +37,7 @@ public:
     Result<PageResult<CaRecord>> list_cas(Page page) override;
     Result<PageResult<DeviceRecord>> list_devices(Page page) override;
     Result<PageResult<DeviceRecord>> list_devices_by_ca(std::string_view ca_sn, Page page) override;
+    Result<bool> ca_being_deleted(std::string_view sn) override;
     Result<std::optional<std::string>> ca_by_subject_key_id(std::string_view ski) override;
     Result<std::vector<ChangeEntry>> changes_after(std::uint64_t since, std::size_t limit) override;
     Result<std::uint64_t> ca_count() override;
@@ -47,6 +48,9 @@ public:
     Result<CertStatus> set_ca_status(std::string_view sn, CertStatus status, std::string_view action,
                                      std::string_view caller) override;
     Result<std::uint64_t> delete_ca(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Outcome begin_ca_deletion(std::string_view sn, std::string_view action, std::string_view caller) override;
+    Result<std::uint64_t> delete_ca_devices(std::string_view sn, std::uint64_t limit, std::string_view action,
+                                            std::string_view caller) override;
     Outcome insert_device(const DeviceRecord& rec, std::string_view action, std::string_view caller) override;
     Result<CertStatus> set_device_status(std::string_view ca_sn, std::string_view device_sn, CertStatus status,
                                          std::string_view action, std::string_view caller) override;
@@ -78,6 +82,8 @@ private:
              std::optional<CertStatus> old_status, std::optional<CertStatus> new_status, std::string_view caller,
              std::int64_t time_ms, std::optional<CaRecord> ca, std::optional<DeviceRecord> device);
     Result<std::optional<CaRecord>> load_ca(std::string_view sn, bool lock);
+    Outcome refuse_if_being_deleted(std::string_view sn);
+    Outcome clear_deletion_mark(std::string_view sn);
     Result<std::optional<DeviceRecord>> load_device(std::string_view ca_sn, std::string_view device_sn, bool lock);
 
     pg::Conn& conn_;
