@@ -373,6 +373,83 @@ TEMPLATE_TEST_CASE("both stores: deleting a CA removes its devices only and logs
     });
 }
 
+TEMPLATE_TEST_CASE("both stores: a CA deleted in batches is inactivated and marked first, then emptied, then removed",
+                   "[fleet][conformance]", BACKENDS) {
+    TestType b;
+    must_write(b, [&](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        for (int i = 1; i <= 5; ++i)
+            if (auto r = v.insert_device(make_device("0a", serial_for(static_cast<std::uint64_t>(i))), "A", "t"); !r)
+                return r;
+        return Ok{};
+    });
+    must_write(b, [&](WriteView& v) -> Outcome { return v.begin_ca_deletion("0a", "DeleteCaCertificate", "ops"); });
+    // Idempotent: a second start changes and logs nothing.
+    must_write(b, [&](WriteView& v) -> Outcome { return v.begin_ca_deletion("0a", "DeleteCaCertificate", "ops"); });
+    must_write(b, [&](WriteView& v) -> Outcome {
+        CHECK(*v.ca_being_deleted("0a"));
+        CHECK_FALSE(*v.ca_being_deleted("0b"));
+        CHECK((*v.get_ca("0a"))->status == CertStatus::inactive);
+        // While it is being deleted it can be neither activated nor given devices.
+        CHECK(v.set_ca_status("0a", CertStatus::active, "A", "t").error().code == Errc::not_found);
+        CHECK(v.insert_device(make_device("0a", serial_for(9)), "A", "t").error().code == Errc::not_found);
+        return Ok{};
+    });
+    std::vector<std::uint64_t> batches;
+    for (int round = 0; round < 4; ++round) {
+        must_write(b, [&](WriteView& v) -> Outcome {
+            auto r = v.delete_ca_devices("0a", 2, "DeleteCaCertificate", "ops");
+            if (!r) return r.error();
+            batches.push_back(*r);
+            return Ok{};
+        });
+    }
+    CHECK(batches == std::vector<std::uint64_t>{2, 2, 1, 0});
+    must_write(b, [&](WriteView& v) -> Outcome {
+        auto r = v.delete_ca("0a", "DeleteCaCertificate", "ops");
+        if (!r) return r.error();
+        CHECK(*r == 0);
+        return Ok{};
+    });
+    must_read(b, [&](ReadView& v) {
+        CHECK_FALSE(v.get_ca("0a")->has_value());
+        CHECK_FALSE(*v.ca_being_deleted("0a"));
+        CHECK(*v.ca_count() == 0);
+        CHECK(*v.device_count() == 0);
+        const auto log = *v.changes_after(6, 100);
+        REQUIRE(log.size() == 7);
+        CHECK(log[0].device_sn.empty());
+        CHECK(log[0].old_status == CertStatus::active);
+        CHECK(log[0].new_status == CertStatus::inactive);
+        for (std::size_t i = 1; i <= 5; ++i) {
+            CHECK(log[i].device_sn == serial_for(i));
+            CHECK_FALSE(log[i].new_status.has_value());
+        }
+        CHECK(log[6].device_sn.empty());
+        CHECK(log[6].old_status == CertStatus::inactive);
+        CHECK_FALSE(log[6].new_status.has_value());
+        for (std::size_t i = 1; i < log.size(); ++i) CHECK(log[i].seq == log[i - 1].seq + 1);
+    });
+    must_write(b, [&](WriteView& v) -> Outcome {
+        CHECK(v.begin_ca_deletion("0a", "D", "t").error().code == Errc::not_found);
+        CHECK(v.delete_ca_devices("0a", 2, "D", "t").error().code == Errc::not_found);
+        return Ok{};
+    });
+}
+
+TEMPLATE_TEST_CASE("both stores: a continuation token the store did not issue is refused", "[fleet][conformance][paging]",
+                   BACKENDS) {
+    TestType b;
+    must_write(b, [&](WriteView& v) -> Outcome { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    must_read(b, [&](ReadView& v) {
+        Page page(1, 10);
+        page.after = "not-a-token";
+        CHECK(v.list_cas(page).error().code == Errc::invalid_argument);
+        CHECK(v.list_devices(page).error().code == Errc::invalid_argument);
+        CHECK(v.list_devices_by_ca("0a", page).error().code == Errc::invalid_argument);
+    });
+}
+
 TEMPLATE_TEST_CASE("both stores: two CAs sharing a subject key identifier are both indexed", "[fleet][conformance]",
                    BACKENDS) {
     TestType b;
