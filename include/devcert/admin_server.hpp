@@ -70,8 +70,9 @@ struct HttpTransportOptions {
     unsigned connection_timeout_s = 10;
     /// Connections beyond this many are closed as soon as they are accepted.
     unsigned connection_limit = 64;
-    /// Connections one uid may hold at once: one more from it is closed as
-    /// soon as it is accepted, while other uids still get in.
+    /// Connections one ordinary uid may hold at once: one more from it is
+    /// closed as soon as it is accepted, while other uids still get in. The
+    /// privileged uids are held only by connection_limit.
     unsigned connections_per_uid = 16;
     /// Of connection_limit, slots only privileged uids may take, so that
     /// other uids together cannot lock them out.

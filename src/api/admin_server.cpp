@@ -158,6 +158,28 @@ bool wait_ready(int fd, short events, std::optional<Clock::time_point> deadline)
     }
 }
 
+// After an answer that refuses a request the client may still be sending
+// (an oversized body, a refused head): closing a UNIX socket with unread
+// data makes the client's read fail with ECONNRESET, and the answer is
+// lost with it. So stop writing, then read and drop what still comes, for
+// a bounded time and amount, until the client closes its end.
+void drain_before_close(int fd) {
+    constexpr std::size_t kMaxDrained = 1u << 20;
+    const auto deadline = Clock::now() + std::chrono::seconds(2);
+    ::shutdown(fd, SHUT_WR);
+    char sink[16 * 1024];
+    for (std::size_t drained = 0; drained < kMaxDrained;) {
+        if (!wait_ready(fd, POLLIN, deadline)) return;
+        const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
+        if (n == 0) return;
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return;
+        }
+        drained += static_cast<std::size_t>(n);
+    }
+}
+
 // Sends all of `data`, giving up at `deadline` (a client that does not read
 // its answer does not keep the thread).
 bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
@@ -217,7 +239,11 @@ bool HttpTransport::Impl::admit(int fd, uid_t uid) {
     const unsigned reserved = std::min(options.reserved_connections, limit);
     const bool is_privileged = privileged(uid);
     auto held = per_uid.find(uid);
-    if (held != per_uid.end() && held->second >= options.connections_per_uid) return false;
+    // Shares keep ordinary uids from crowding each other out; the privileged
+    // ones (root, the broker's own uid) are trusted with the whole server,
+    // and a busy operator's quick succession of calls must not trip over
+    // connections whose threads have not finished closing yet.
+    if (!is_privileged && held != per_uid.end() && held->second >= options.connections_per_uid) return false;
     if (live.size() >= limit) return false;
     if (!is_privileged && unprivileged >= limit - reserved) return false;
     live.emplace(fd, uid);
@@ -307,6 +333,7 @@ void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
         };
 
         HttpRequestReader reader;
+        bool refused_midway = false;  // answered while the client may still be sending
         std::optional<Clock::time_point> deadline = fresh_deadline();
         char buffer[16 * 1024];
         for (bool open = true; open;) {
@@ -332,7 +359,7 @@ void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
                 case HttpRequestReader::State::head_ready: {
                     const HttpRequest& request = reader.request();
                     if (auto refused = refuse_head(request)) {
-                        answer(reject(who(), *refused), true);  // the body is not read
+                        refused_midway = answer(reject(who(), *refused), true);  // the body is not read
                         open = false;
                     } else if (request.expect_continue && request.minor_version == 1) {
                         open = send_all(fd.get(), "HTTP/1.1 100 Continue\r\n\r\n", Clock::now() + limit);
@@ -340,7 +367,7 @@ void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
                     break;
                 }
                 case HttpRequestReader::State::failed:
-                    answer(reject(who(), reader.error()), true);
+                    refused_midway = answer(reject(who(), reader.error()), true);
                     open = false;
                     break;
                 case HttpRequestReader::State::complete: {
@@ -363,6 +390,7 @@ void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
                 }
             }
         }
+        if (refused_midway) drain_before_close(fd.get());
     } catch (const std::exception&) {
         // Out of memory or a handler that broke its promise: the connection
         // is dropped, nothing unwinds further.

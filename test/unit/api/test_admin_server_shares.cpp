@@ -167,3 +167,17 @@ TEST_CASE("when ordinary uids fill their slots a privileged uid still gets a res
     CHECK_FALSE(served_as(server.socket_path, kThird));
     CHECK(served_as(server.socket_path, kPrivileged));
 }
+
+TEST_CASE("a privileged uid is held only by the overall limit, not by a share",
+          "[admin_server][limits][shares]") {
+    if (::geteuid() != 0) {
+        WARN("skipped: needs root to connect as other uids");
+        return;
+    }
+    RecordingServer server(shares());
+    ::chmod(server.dir.path().c_str(), 0755);  // other uids must reach the socket
+    const HeldAs privileged(server.socket_path, kPrivileged, 6);  // over the share of 4
+    CHECK(served_as(server.socket_path, kPrivileged));
+    const HeldAs more(server.socket_path, kPrivileged, 4);  // 10 of 10 held
+    CHECK_FALSE(served_as(server.socket_path, kPrivileged));
+}
