@@ -19,6 +19,7 @@ enum class Errc {
     store_error,        ///< LMDB or file-system failure
     schema_mismatch,    ///< store written by an unknown schema version
     io_error,           ///< OS-level failure outside the store
+    unavailable,        ///< the fleet database cannot be reached; nothing was changed
 };
 
 struct Error {
