@@ -4,6 +4,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "devcert/replica.hpp"
 #include "plugin_state.hpp"
 
 namespace devcert::plugin {
@@ -34,7 +35,14 @@ bool read_changes(PluginState& state, Pending& p) {
     StatusReader& reader = *state.reader;
     std::uint64_t last = 0;
     if (reader.last_change_seq(last) == Lookup::error) return false;
-    if (last <= state.last_seq) return true;
+    if (last < state.last_seq) {
+        // The log went back: a fleet replica was rebuilt from a snapshot
+        // of a fleet restored to an earlier point.
+        p.trimmed = true;
+        state.last_seq = last;
+        return true;
+    }
+    if (last == state.last_seq) return true;
     std::uint64_t first = 0;
     if (reader.first_change_seq(first) == Lookup::error) return false;
     if (first > state.last_seq + 1) {
@@ -46,6 +54,11 @@ bool read_changes(PluginState& state, Pending& p) {
         const std::uint64_t before = state.last_seq;
         auto rc = reader.changes_after(state.last_seq, kChangesPerRead, [&](const ChangeEntry& e) {
             state.last_seq = e.seq;
+            if (e.action == kResyncAction) {
+                // Everything may have changed, and what did is not logged.
+                p.trimmed = true;
+                return;
+            }
             const bool ca_level = e.device_sn.empty();
             if (ca_level && (!e.old_status || !e.new_status)) p.cas_changed = true;
             if (still_active(e.new_status)) return;
@@ -61,6 +74,33 @@ bool read_changes(PluginState& state, Pending& p) {
         if (state.last_seq == before) break;  // nothing more readable now
     }
     return true;
+}
+
+// Devices other threads asked to look at again (fleet mode: a first
+// connection registered locally while the fleet's record, maybe not
+// active, was on its way): those no longer active join p.devices_out.
+// Returns false when the queue overflowed (re-check everyone instead).
+bool take_rechecks(PluginState& state, Pending& p) {
+    bool overflow = false;
+    auto devices = state.recheck.take(overflow);
+    if (devices.empty()) return !overflow;
+    StatusReader& reader = *state.reader;
+    if (!reader.refresh()) return false;
+    for (const auto& [ca, dev] : devices) {
+        DeviceStatusView device;
+        CertStatus ca_status = CertStatus::inactive;
+        const Lookup d = reader.device_status(ca, dev, device);
+        const Lookup c = reader.ca_status(ca, ca_status);
+        if (d == Lookup::error || c == Lookup::error) continue;  // never kick on a store error
+        if (d == Lookup::found && device.status == CertStatus::active && c == Lookup::found &&
+            ca_status == CertStatus::active)
+            continue;
+        std::string key;
+        device_key(ca, dev, key);
+        p.devices_out.insert(std::move(key));
+    }
+    reader.release();
+    return !overflow;
 }
 
 std::vector<KickTarget> targets_for(const PluginState& state, const Pending& p) {
@@ -124,10 +164,15 @@ std::size_t on_tick(PluginState& state) noexcept {
     // to tail. LMDB writes the meta page a moment before new snapshots see
     // the commit, so what counts as read is the snapshot's own commit id: a
     // commit the snapshot missed keeps the ids apart until a tick reads it.
-    const std::uint64_t commit = state.store->last_commit_id();
-    if (commit != 0 && commit == state.last_commit_read) return 0;
-
     Pending pending;
+    try {
+        if (!take_rechecks(state, pending)) return recheck_connected(state);
+    } catch (...) {
+        return recheck_connected(state);
+    }
+    const std::uint64_t commit = state.store->last_commit_id();
+    if (commit != 0 && commit == state.last_commit_read && pending.devices_out.empty()) return 0;
+
     std::vector<KickTarget> targets;
     try {
         StatusReader& reader = *state.reader;
