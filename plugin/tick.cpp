@@ -1,7 +1,9 @@
 #include "tick.hpp"
 
+#include <set>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "devcert/replica.hpp"
@@ -13,15 +15,9 @@ namespace {
 
 constexpr std::size_t kChangesPerRead = 1024;
 
-// "ca/dev", written into `key` so that a loop can reuse one buffer.
-void device_key(std::string_view ca, std::string_view dev, std::string& key) {
-    key.assign(ca).push_back('/');
-    key.append(dev);
-}
-
 // What one pass over the change log asks of the broker thread.
 struct Pending {
-    std::unordered_set<std::string> devices_out;  // "ca/dev" no longer active or removed
+    std::set<std::pair<std::string, std::string>> devices_out;  // (ca, dev) no longer active or removed
     std::unordered_set<std::string> cas_out;      // CAs no longer active or removed
     bool cas_changed = false;                     // a CA was added or removed: rebuild the index
     bool trimmed = false;                         // entries we never saw were dropped
@@ -65,9 +61,7 @@ bool read_changes(PluginState& state, Pending& p) {
             if (ca_level) {
                 p.cas_out.insert(e.ca_sn);
             } else if (e.old_status || e.new_status) {
-                std::string key;
-                device_key(e.ca_sn, e.device_sn, key);
-                p.devices_out.insert(std::move(key));
+                p.devices_out.emplace(e.ca_sn, e.device_sn);
             }
         });
         if (rc == Lookup::error) return false;
@@ -95,31 +89,28 @@ bool take_rechecks(PluginState& state, Pending& p) {
         if (d == Lookup::found && device.status == CertStatus::active && c == Lookup::found &&
             ca_status == CertStatus::active)
             continue;
-        std::string key;
-        device_key(ca, dev, key);
-        p.devices_out.insert(std::move(key));
+        p.devices_out.emplace(ca, dev);
     }
     reader.release();
     return !overflow;
 }
 
+// Only the clients of the devices and CAs that changed: the work grows with
+// the changes, not with the sessions held (the table's index by device).
 std::vector<KickTarget> targets_for(const PluginState& state, const Pending& p) {
     std::vector<KickTarget> targets;
-    if (p.devices_out.empty() && p.cas_out.empty()) return targets;
     // Collecting reads the table in place: the kicks, which edit it, come after.
-    std::string key;
-    state.clients.for_each([&](const ClientEntry& e) {
-        if (e.ca_sn.empty()) return;
-        if (p.cas_out.count(e.ca_sn)) {
+    for (const auto& ca : p.cas_out) {
+        state.clients.for_each_of_ca(ca, [&](const ClientEntry& e) {
             targets.push_back({e.client_id, e.ca_sn, e.device_sn, "ca no longer active"});
-            return;
-        }
-        if (p.devices_out.empty()) return;
-        device_key(e.ca_sn, e.device_sn, key);
-        if (p.devices_out.count(key)) {
+        });
+    }
+    for (const auto& [ca, dev] : p.devices_out) {
+        if (p.cas_out.count(ca)) continue;  // kicked with its CA
+        state.clients.for_each_of_device(ca, dev, [&](const ClientEntry& e) {
             targets.push_back({e.client_id, e.ca_sn, e.device_sn, "device no longer active"});
-        }
-    });
+        });
+    }
     return targets;
 }
 
