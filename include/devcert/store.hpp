@@ -153,6 +153,8 @@ struct DeviceStatusView {
 };
 
 class Store;
+/// The store's internals' way in (src/store only).
+struct StoreAccess;
 
 /// A reusable read-only snapshot for one thread (the broker thread). Each
 /// refresh() sees every commit made so far by any process. Lookups copy what
@@ -312,6 +314,7 @@ public:
 
 private:
     friend class StatusReader;
+    friend struct StoreAccess;
     struct Impl;
     explicit Store(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
