@@ -201,6 +201,7 @@ struct FleetNode::Impl {
                     auto applied = replica_apply(replica, position->epoch, run);
                     if (!applied) return applied.error();
                     note_applied(plan.new_seq);
+                    refresh_queue_length();  // applied registrations leave the queue
                     if (on_applied) on_applied();
                 }
                 const std::size_t next = plan.first + plan.count;
