@@ -336,7 +336,9 @@ Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t l
     for (int i = 0; i < rows->size(); ++i) {
         if (rows->null(i, 3)) break;
         FleetChange change;
-        if (!fleet_detail::change_from_row(*rows, i, 3, change))
+        // Entries up to trimmed_through are never applied (they are history
+        // moved in by MigrateToFleet, which carries no records).
+        if (!fleet_detail::change_from_row(*rows, i, 3, change, rows->u64(i, 3) > batch.head.trimmed_through))
             return make_error(Errc::store_error,
                               fmt::format("fleet database: change log entry {} is unreadable", rows->text(i, 3)));
         if (change.entry.seq == after)
