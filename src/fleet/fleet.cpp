@@ -613,7 +613,9 @@ Result<std::uint64_t> Fleet::trim(std::uint64_t retention) {
     auto run = [&]() -> Result<std::uint64_t> {
         auto head = read_head(d.conn, instance);
         if (!head) return head.error();
-        if (head->last_seq <= retention || head->last_seq - retention <= head->trimmed_through) return std::uint64_t{0};
+        // Not bounded by trimmed_through: entries at or below it may still be
+        // there (history moved in by MigrateToFleet) and are trimmed alike.
+        if (head->last_seq <= retention) return std::uint64_t{0};
         const std::string cut = std::to_string(head->last_seq - retention);
         // Entries and trimmed_through move together, so a follower reading
         // both in one snapshot never sees a hole it cannot explain.

@@ -498,3 +498,30 @@ TEST_CASE("figures: migrating 100,000 devices", "[.figures][migrate]") {
                      "them: {:.2f} s",
                      kDevices, report->changes, migrate_s, check_s));
 }
+
+TEST_CASE("migrated history is trimmed like any other once newer changes pass the retention", "[migrate]") {
+    TempDir dir;
+    auto store = open_store(dir.path());
+    fill_store(*store);
+    const std::uint64_t last = store_last_seq(*store);
+    REQUIRE(last > 4);
+    FleetDb db;
+    REQUIRE(migrate_to_fleet(*store, db.options).ok());
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) {
+        return ok_of(v.set_device_status("0a", "01", CertStatus::inactive, "InactivateDeviceCertificate", "ops"));
+    });
+    // Keep the newest 3: the new change and the last two migrated ones.
+    auto removed = fleet->trim(3);
+    REQUIRE(removed.ok());
+    CHECK(*removed == last - 2);
+    auto head = fleet->head();
+    REQUIRE(head.ok());
+    // Still the last migrated seq: what is left of that history is not replayable either.
+    CHECK(head->trimmed_through == last);
+    const Contents after = fleet_contents(*fleet);
+    REQUIRE(after.changes.size() == 3);
+    CHECK(after.changes.front().seq == last - 1);
+    CHECK(*fleet->trim(100) == 0);
+    CHECK(fleet->head()->trimmed_through == last);
+}
