@@ -62,7 +62,7 @@ struct ConsistencyReport {
     /// confirmed them yet).
     std::uint64_t queued = 0;
     /// "device CA/DEV: status replica 1, fleet 0", "ca CA: only in the
-    /// fleet", "the replica is behind the fleet by N changes (at P, head H)",
+    /// fleet", "the replica is behind the fleet by N changes (at seq P, the fleet's head is H)",
     /// ...: the first kMaxReportedDifferences.
     std::vector<std::string> differences;
     std::uint64_t difference_count = 0;  ///< all of them
@@ -91,6 +91,12 @@ struct ReplicaStateSource {
     /// The registration queue (replica_queued_registrations).
     std::function<Result<std::vector<DeviceRecord>>()> queued;
 };
+/// The reports as devcertctl prints them (one JSON object, keys in the
+/// API's style: "Consistent", "ComparedCas", ..., "Differences"; see
+/// docs/fleet.md). Invalid UTF-8 in a serial is replaced, never thrown on.
+std::string to_json(const MigrationReport& report);
+std::string to_json(const ConsistencyReport& report);
+
 /// check_replica with the replica's own state read through `source` (tests,
 /// and callers holding the replica's state elsewhere).
 Result<ConsistencyReport> check_replica(Store& replica, Fleet& fleet, const ReplicaStateSource& source);

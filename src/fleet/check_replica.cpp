@@ -286,8 +286,9 @@ Result<ConsistencyReport> check_replica(Store& replica, Fleet& fleet, const Repl
         differ(fmt::format("the replica follows epoch {}, the fleet is at epoch {} (another or a re-created database)",
                            after->epoch, head->epoch));
     else if (report.behind_by() > 0)
-        differ(fmt::format("the replica is behind the fleet by {} changes (at seq {}, the fleet's head is {})",
-                           report.behind_by(), report.replica_position, report.fleet_head));
+        differ(fmt::format("the replica is behind the fleet by {} change{} (at seq {}, the fleet's head is {})",
+                           report.behind_by(), report.behind_by() == 1 ? "" : "s", report.replica_position,
+                           report.fleet_head));
 
     // The replica's walk saw it somewhere between `before` and `after`; the
     // fleet's snapshot is at head. A record changed in between may differ

@@ -2,6 +2,8 @@
 // instance, and a replica compared with the fleet.
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 
 #include "devcert/fleet_follower.hpp"
@@ -524,4 +526,29 @@ TEST_CASE("migrated history is trimmed like any other once newer changes pass th
     CHECK(after.changes.front().seq == last - 1);
     CHECK(*fleet->trim(100) == 0);
     CHECK(fleet->head()->trimmed_through == last);
+}
+
+TEST_CASE("the reports print as the JSON docs/fleet.md shows", "[migrate]") {
+    ConsistencyReport r;
+    r.compared_cas = 4;
+    r.compared_devices = 5;
+    r.replica_epoch = r.fleet_epoch = "e";
+    r.replica_position = 16;
+    r.fleet_head = 17;
+    r.in_flight = 1;
+    r.difference_count = 1;
+    r.differences = {"device 0A/\xff: only in the fleet"};
+    const auto j = nlohmann::json::parse(to_json(r));
+    CHECK(j["Consistent"] == false);
+    CHECK(j["BehindBy"] == 1);
+    CHECK(j["InFlight"] == 1);
+    CHECK(j["DifferenceCount"] == 1);
+    CHECK(j["Differences"][0] == "device 0A/\xef\xbf\xbd: only in the fleet");
+    MigrationReport m;
+    m.devices = 3;
+    m.meta_keys = {"instance_id"};
+    const auto k = nlohmann::json::parse(to_json(m));
+    CHECK(k["Devices"] == 3);
+    CHECK(k["Renumbered"] == false);
+    CHECK(k["MetaKeys"][0] == "instance_id");
 }
