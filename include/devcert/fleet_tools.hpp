@@ -58,8 +58,9 @@ struct ConsistencyReport {
     /// had not reached one side yet (not differences).
     std::uint64_t in_flight = 0;
     /// Devices in the replica's registration queue that differ from the
-    /// fleet or are missing from it (not differences: the fleet has not
-    /// confirmed them yet).
+    /// fleet or are missing from it, and CAs whose device count is off by
+    /// exactly those missing (not differences: the fleet has not confirmed
+    /// them yet).
     std::uint64_t queued = 0;
     /// "device CA/DEV: status replica 1, fleet 0", "ca CA: only in the
     /// fleet", "the replica is behind the fleet by N changes (at seq P, the fleet's head is H)",

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -26,8 +28,12 @@ constexpr std::size_t kChangesPerRead = 10'000;
 using Key = std::pair<std::string, std::string>;  // (CaSn, DeviceSn); DeviceSn "" for a CA
 
 struct Mismatch {
+    enum class Kind : std::uint8_t { differs, only_in_replica, only_in_fleet };
     Key key;
+    Kind kind = Kind::differs;
     std::string text;
+    /// A CA whose device count is all that differs: (replica's, fleet's).
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> device_counts;
 };
 
 std::string hex(std::string_view raw) {
@@ -63,7 +69,9 @@ private:
 int num(CertStatus s) { return static_cast<int>(s); }
 int num(RegisteredBy r) { return static_cast<int>(r); }
 
-std::string compare_ca(const CaRecord& r, const CaRecord& f) {
+/// The fields of a CA that differ; a difference in its device count alone
+/// is noted in `m` (a queued registration may explain it).
+std::string compare_ca(const CaRecord& r, const CaRecord& f, Mismatch& m) {
     FieldDiff d;
     d.value("status", num(r.status), num(f.status));
     d.text("name", r.name, f.name);
@@ -78,11 +86,13 @@ std::string compare_ca(const CaRecord& r, const CaRecord& f) {
     d.value("registered_by", num(r.registered_by), num(f.registered_by));
     d.value("subject_key_id", hex(r.subject_key_id), hex(f.subject_key_id));
     d.value("fingerprint", fp(r.fingerprint), fp(f.fingerprint));
+    const bool others_equal = d.empty();
     d.value("device_count", r.device_count, f.device_count);
+    if (others_equal && !d.empty()) m.device_counts.emplace(r.device_count, f.device_count);
     return d.empty() ? std::string() : d.joined();
 }
 
-std::string compare_device(const DeviceRecord& r, const DeviceRecord& f) {
+std::string compare_device(const DeviceRecord& r, const DeviceRecord& f, Mismatch&) {
     FieldDiff d;
     d.value("status", num(r.status), num(f.status));
     d.text("name", r.device_name, f.device_name);
@@ -141,7 +151,9 @@ public:
         : cas_([&replica](Page p) { return replica.list_cas(p); }),
           devices_([&replica](Page p) { return replica.list_devices(p); }) {}
 
-    Outcome ca(const CaRecord& rec) override { return merge(cas_, rec, compared_cas, compare_ca); }
+    Outcome ca(const CaRecord& rec) override {
+        return merge(cas_, rec, compared_cas, compare_ca);
+    }
     Outcome device(const DeviceRecord& rec) override {
         if (!cas_done_) {
             if (auto r = drain(cas_, compared_cas); !r) return r;
@@ -162,11 +174,19 @@ public:
     std::uint64_t overflow = 0;  ///< mismatches past kMaxHeldMismatches
 
 private:
-    void mismatch(Key key, std::string text) {
+    void mismatch(Mismatch m) {
         if (mismatches.size() < kMaxHeldMismatches)
-            mismatches.push_back({std::move(key), std::move(text)});
+            mismatches.push_back(std::move(m));
         else
             ++overflow;
+    }
+    void one_sided(Key key, Mismatch::Kind kind) {
+        Mismatch m;
+        m.text = fmt::format("{}: only in the {}", describe(key),
+                             kind == Mismatch::Kind::only_in_replica ? "replica" : "fleet");
+        m.key = std::move(key);
+        m.kind = kind;
+        mismatch(std::move(m));
     }
 
     template <class T, class Compare>
@@ -180,18 +200,22 @@ private:
             Key replica_key = key_of(*replica);
             if (replica_key == fleet_key) {
                 ++compared;
-                if (std::string diff = compare(*replica, fleet); !diff.empty())
-                    mismatch(fleet_key, fmt::format("{}: {}", describe(fleet_key), diff));
+                Mismatch m;
+                if (std::string diff = compare(*replica, fleet, m); !diff.empty()) {
+                    m.text = fmt::format("{}: {}", describe(fleet_key), diff);
+                    m.key = fleet_key;
+                    mismatch(std::move(m));
+                }
                 pager.advance();
                 return Ok{};
             }
             if (fleet_key < replica_key) break;
             ++compared;
-            mismatch(replica_key, fmt::format("{}: only in the replica", describe(replica_key)));
+            one_sided(std::move(replica_key), Mismatch::Kind::only_in_replica);
             pager.advance();
         }
         ++compared;
-        mismatch(fleet_key, fmt::format("{}: only in the fleet", describe(fleet_key)));
+        one_sided(fleet_key, Mismatch::Kind::only_in_fleet);
         return Ok{};
     }
 
@@ -201,9 +225,8 @@ private:
             auto next = pager.peek();
             if (!next) return next.error();
             if (*next == nullptr) return Ok{};
-            const Key key = key_of(**next);
             ++compared;
-            mismatch(key, fmt::format("{}: only in the replica", describe(key)));
+            one_sided(key_of(**next), Mismatch::Kind::only_in_replica);
             pager.advance();
         }
     }
@@ -305,11 +328,21 @@ Result<ConsistencyReport> check_replica(Store& replica, Fleet& fleet, const Repl
                                "in flight from differences",
                                from, to));
     }
+    // Queued registrations the fleet does not hold yet, per CA: the replica
+    // counts them among the CA's devices already.
+    std::map<std::string, std::uint64_t, std::less<>> queued_absent;
+    for (const Mismatch& m : comparer->mismatches)
+        if (m.kind == Mismatch::Kind::only_in_replica && !m.key.second.empty() && queued.contains(m.key))
+            ++queued_absent[m.key.first];
     for (Mismatch& m : comparer->mismatches) {
-        if (!m.key.second.empty() && queued.contains(m.key)) {
-            ++report.queued;
-        } else if (in_flight && in_flight->contains(m.key)) {
+        const bool device = !m.key.second.empty();
+        const auto absent = queued_absent.find(m.key.first);
+        const bool count_of_queued = !device && m.device_counts && absent != queued_absent.end() &&
+                                     m.device_counts->first == m.device_counts->second + absent->second;
+        if (in_flight && in_flight->contains(m.key)) {
             ++report.in_flight;
+        } else if ((device && queued.contains(m.key)) || count_of_queued) {
+            ++report.queued;
         } else {
             differ(std::move(m.text));
         }

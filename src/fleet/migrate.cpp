@@ -156,6 +156,7 @@ public:
     Result<MigrationReport> run(ReadView& view) {
         report_ = MigrationReport{};
         ca_sns_.clear();
+        deleting_.clear();
         if (auto r = check_instance_id(view); !r) return r.error();
         if (auto r = check_empty(); !r) return r.error();
         if (auto r = copy_cas(view); !r) return r.error();
@@ -439,7 +440,13 @@ Result<MigrationReport> migrate_to_fleet(Store& store, const FleetOptions& optio
         return r.error();
     }
     in_transaction = false;
-    if (auto r = conn->exec("commit the migration", "COMMIT"); !r) return r.error();
+    if (auto r = conn->exec("commit the migration", "COMMIT"); !r) {
+        if (conn->alive()) return r.error();
+        return make_error(Errc::store_error,
+                          fmt::format("{} (whether the migration committed is unknown: run it again, it is refused "
+                                      "if it did)",
+                                      r.error().message));
+    }
     return std::move(*report);
 }
 

@@ -425,10 +425,18 @@ TEST_CASE("a replica loaded from the fleet is consistent with it; a changed reco
         state.queued = {fresh};
         auto r = check_replica(*replica, *fleet, state.source());
         REQUIRE(r.ok());
-        CHECK(r->queued == 1);
-        // The CA's device count is one off until the fleet confirms it.
-        CHECK(r->difference_count == 1);
-        CHECK(mentions(r->differences, "ca 0a: device_count (replica 4, fleet 3)"));
+        // The device, and its CA's count that includes it already.
+        CHECK(r->queued == 2);
+        CHECK(r->consistent());
+        CHECK(r->differences.empty());
+        // A count off by more than the queue explains is a difference.
+        must_write(*replica, [&](WriteView& v) { return v.insert_device(make_device("0a", "11"), "A", "x"); });
+        auto more = check_replica(*replica, *fleet, state.source());
+        REQUIRE(more.ok());
+        CHECK(more->queued == 1);
+        CHECK(more->difference_count == 2);
+        CHECK(mentions(more->differences, "device 0a/11: only in the replica"));
+        CHECK(mentions(more->differences, "ca 0a: device_count (replica 5, fleet 3)"));
     }
     SECTION("a replica behind the fleet is reported as such; the records changed since are in flight") {
         must_commit(*fleet, [](WriteView& v) {
