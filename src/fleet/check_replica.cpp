@@ -305,6 +305,8 @@ Result<ConsistencyReport> check_replica(Store& replica, Fleet& fleet, const Repl
     const bool same_epoch = after->epoch == head->epoch && before->epoch == head->epoch;
     if (after->epoch.empty())
         differ("the replica has never been loaded from the fleet");
+    else if (!same_epoch && after->epoch == head->epoch)
+        differ("the replica was rebuilt from a snapshot during the check (run it again)");
     else if (!same_epoch)
         differ(fmt::format("the replica follows epoch {}, the fleet is at epoch {} (another or a re-created database)",
                            after->epoch, head->epoch));

@@ -464,6 +464,18 @@ TEST_CASE("a replica loaded from the fleet is consistent with it; a changed reco
         CHECK(again->consistent());
         CHECK(again->differences.empty());
     }
+    SECTION("a replica rebuilt while it was being checked is not called consistent") {
+        int calls = 0;
+        ReplicaStateSource moving{[&]() -> Result<FollowerPosition> {
+                                      if (calls++ == 0) return FollowerPosition{};
+                                      return state.position;
+                                  },
+                                  [] { return Result<std::vector<DeviceRecord>>(std::vector<DeviceRecord>{}); }};
+        auto r = check_replica(*replica, *fleet, moving);
+        REQUIRE(r.ok());
+        CHECK_FALSE(r->consistent());
+        CHECK_THAT(r->differences.at(0), Catch::Contains("rebuilt from a snapshot during the check"));
+    }
     SECTION("a replica of another epoch is not consistent") {
         state.position.epoch = "another";
         auto r = check_replica(*replica, *fleet, state.source());
