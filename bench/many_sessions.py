@@ -30,6 +30,7 @@ shared.
     bench/many_sessions.py --build build                          # N = 0, 9500, 19000
     bench/many_sessions.py --build build --plugin before=OLD.so --plugin after=build/plugin/mosquitto_devcert.so
     bench/many_sessions.py --build build --tiny                   # seconds (CI)
+    bench/many_sessions.py --summarize run1.json --summarize run2.json   # medians over several runs
 
 It prints a readable summary on stderr and one JSON line on stdout (or
 writes it to --json-out). Exit status: 0 when it ran, 1 when something
@@ -126,6 +127,8 @@ def parse_args(argv=None):
                     help="do not pin the broker to CPU 0 and the clients to CPU 1")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (N = 0 and 50, 1 s phases): checks that it runs")
     ap.add_argument("--json-out", help="write the JSON result here instead of stdout")
+    ap.add_argument("--summarize", action="append", metavar="JSON",
+                    help="measure nothing: print the summary of earlier results (repeatable, merged)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.sessions, args.reps, args.seconds = [0, 50], 1, 1.0
@@ -502,6 +505,10 @@ def summarize(result):
         "idle_broker_thread_pct": med_range([r["idle"]["broker_thread_pct"] for r in reps]),
         "stream_broker_thread_pct": med_range([r["stream"]["broker_thread_pct"] for r in reps]),
         "stream_calls_per_s": med_range([r["stream"]["admin"]["per_s"] for r in reps]),
+        # The stream may fall short of --rate: the broker thread's time per call.
+        "stream_broker_thread_us_per_call": med_range([
+            r["stream"]["broker_thread_pct"] / r["stream"]["admin"]["per_s"] * 1e4
+            for r in reps if r["stream"]["admin"]["per_s"] > 0]),
         "connections_per_s_with_stream": med_range([r["stream_churn"]["connections_per_s"] for r in reps]),
         "connections_per_s_without_stream": med_range([r["churn"]["connections_per_s"] for r in reps]),
         "load_1min": med_range([r["stream"]["load"][0] for r in reps]),
@@ -519,12 +526,13 @@ def fmt(mr, unit=""):
 
 def print_summary(results):
     log("\nmany sessions, many changes: medians (min-max) over the repetitions")
-    log(f"{'plugin':<10} {'N':>6} {'thread idle %':>20} {'thread stream %':>20} {'conn/s stream':>22} "
+    log(f"{'plugin':<10} {'N':>6} {'thread idle %':>20} {'thread stream %':>20} {'us/call':>8} {'conn/s stream':>22} "
         f"{'conn/s no stream':>22} {'dev kick p99':>13} {'CA kick p99 ms':>22} {'load':>18}")
     for r in results:
         s = r["summary"]
         log(f"{r['plugin']:<10} {r['sessions']:>6} {fmt(s['idle_broker_thread_pct']):>20} "
-            f"{fmt(s['stream_broker_thread_pct']):>20} {fmt(s['connections_per_s_with_stream']):>22} "
+            f"{fmt(s['stream_broker_thread_pct']):>20} {s['stream_broker_thread_us_per_call']['median']:>8.1f} "
+            f"{fmt(s['connections_per_s_with_stream']):>22} "
             f"{fmt(s['connections_per_s_without_stream']):>22} {s['device_kick_p99_ms']:>10.2f} ms "
             f"{fmt(s['ca_kick_p99_ms']):>22} {fmt(s['load_1min']):>18}")
     by_plugin = {}
@@ -540,7 +548,10 @@ def print_summary(results):
             cpu = s["stream_broker_thread_pct"]["median"] / max(base["stream_broker_thread_pct"]["median"], 1e-9)
             conn = s["connections_per_s_with_stream"]["median"] / max(
                 base["connections_per_s_with_stream"]["median"], 1e-9)
-            log(f"{label}, N={n} against N=0: broker thread with the stream x{cpu:.2f} (target at most x2), "
+            per_call = s["stream_broker_thread_us_per_call"]["median"] / max(
+                base["stream_broker_thread_us_per_call"]["median"], 1e-9)
+            log(f"{label}, N={n} against N=0: broker thread with the stream x{cpu:.2f} (target at most x2; "
+                f"per call x{per_call:.2f}), "
                 f"connections/s with the stream x{conn:.3f} (target at least x0.95)")
 
 
@@ -599,8 +610,38 @@ def versions(plugins):
     return out
 
 
+def summarize_files(paths):
+    results = []
+    for path in paths:
+        try:
+            results += json.loads(Path(path).read_text())["results"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"many_sessions: --summarize: cannot read '{path}': {e}", file=sys.stderr)
+            return 2
+    # Runs of the same plugin and session count pool their repetitions.
+    merged = {}
+    for r in results:
+        key = (r["plugin"], r["sessions"])
+        if key not in merged:
+            merged[key] = r
+            continue
+        m = merged[key]
+        m["reps"] += r["reps"]
+        m["ca_kicks"] = m.get("ca_kicks", []) + r.get("ca_kicks", [])
+        lat = m["device_kick"]["latencies_ms"] + r["device_kick"]["latencies_ms"]
+        m["device_kick"] = {"trials": len(lat), "latencies_ms": lat, "p50_ms": round(percentile(lat, 50), 3),
+                            "p99_ms": round(percentile(lat, 99), 3), "max_ms": max(lat)}
+    results = list(merged.values())
+    for r in results:
+        r["summary"] = summarize(r)
+    print_summary(results)
+    return 0
+
+
 def main():
     args = parse_args()
+    if args.summarize:
+        return summarize_files(args.summarize)
     build = Path(args.build).resolve()
     args.loadgen = build / "bench/devcert_loadgen"
     args.hold = build / "bench/devcert_hold_sessions"
