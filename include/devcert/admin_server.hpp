@@ -15,6 +15,7 @@
 
 #include "devcert/config.hpp"
 #include "devcert/counters.hpp"
+#include "devcert/record_access.hpp"
 #include "devcert/result.hpp"
 #include "devcert/store.hpp"
 #include "devcert/store_writer.hpp"
@@ -29,8 +30,11 @@ enum class TransportError : std::uint8_t;
 
 /// What the operations need from their host process.
 struct AdminContext {
+    /// Where the operations read and write when set (fleet mode; see
+    /// record_access.hpp); store and writer are then not used.
+    RecordAccess* records = nullptr;
     Store* store = nullptr;
-    StoreWriter* writer = nullptr;          ///< all mutations go through it
+    StoreWriter* writer = nullptr;          ///< all mutations go through it (when set)
     const PluginConfig* config = nullptr;   ///< instance_id, max_ca, policy, limits
     Counters* counters = nullptr;
     const OnlineRegistry* online = nullptr;

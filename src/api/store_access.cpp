@@ -7,15 +7,18 @@
 namespace devcert {
 
 Outcome commit(OperationCall& call, std::function<Outcome(WriteView&)> job) {
+    if (call.context.records != nullptr) return call.context.records->write(std::move(job));
     if (call.context.writer != nullptr) return call.context.writer->submit(std::move(job)).get();
     return call.context.store->write(job);
 }
 
 Outcome read(OperationCall& call, const std::function<Outcome(ReadView&)>& fn) {
+    if (call.context.records != nullptr) return call.context.records->read(fn);
     return call.context.store->read(fn);
 }
 
 void fail_store(OperationCall& call, const Error& error) {
+    if (error.code == Errc::unavailable) return call.fail(ApiError::fleet_unavailable, error.message);
     call.fail(ApiError::internal_error, fmt::format("status store: {}", error.message));
 }
 
