@@ -30,11 +30,10 @@ enum class TransportError : std::uint8_t;
 
 /// What the operations need from their host process.
 struct AdminContext {
-    /// Where the operations read and write when set (fleet mode; see
-    /// record_access.hpp); store and writer are then not used.
-    RecordAccess* records = nullptr;
     Store* store = nullptr;
-    StoreWriter* writer = nullptr;          ///< all mutations go through it (when set)
+    StoreWriter* writer = nullptr;          ///< all mutations go through it
+    /// When set (fleet mode), reads and writes go through it instead.
+    RecordAccess* records = nullptr;
     const PluginConfig* config = nullptr;   ///< instance_id, max_ca, policy, limits
     Counters* counters = nullptr;
     const OnlineRegistry* online = nullptr;
