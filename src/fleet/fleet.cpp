@@ -124,6 +124,24 @@ struct Fleet::Impl {
     }
     void rollback() { (void)conn.exec("roll back", "ROLLBACK"); }
 
+    /// Begins a write: READ COMMITTED, then the instance's head row locked
+    /// first. Every writer of the instance takes that row before any record,
+    /// so writers serialise from their first statement and can never hold
+    /// rows in opposite orders (two batches locking the same devices in
+    /// different orders deadlocked, and PostgreSQL notices a deadlock only
+    /// after deadlock_timeout). They serialised on the row at commit anyway.
+    Outcome begin_write() {
+        if (auto r = begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r;
+        const std::string id = std::to_string(instance);
+        if (auto r = conn.exec("lock the instance's head", "SELECT 1 FROM devcert.instances WHERE id = $1 FOR UPDATE",
+                               {id});
+            !r) {
+            rollback();
+            return r.error();
+        }
+        return Ok{};
+    }
+
     /// Flushes, notifies and commits. `failure` tells a retryable failure.
     Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure) {
         failure = pg::Failure::none;
@@ -193,7 +211,7 @@ Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
     Impl& d = *impl_;
     Error last = make_error(Errc::store_error, "fleet database: no attempt made");
     for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
-        if (auto r = d.begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r.error();
+        if (auto r = d.begin_write(); !r) return r.error();
         TxnState state;
         FleetWriteView view(d.conn, d.instance, state);
         const Outcome out = guarded([&] { return fn(view); });
@@ -233,7 +251,7 @@ Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& 
     };
     for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
         results.clear();
-        if (auto r = d.begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return fail_all(r.error());
+        if (auto r = d.begin_write(); !r) return fail_all(r.error());
         TxnState state;
         FleetWriteView view(d.conn, d.instance, state);
         bool retry = false;
