@@ -328,6 +328,26 @@ def test_a_device_the_fleet_holds_inactive_is_accepted_by_a_broker_that_does_not
     assert_consistent(b)
 
 
+def test_a_queued_registration_survives_a_kill_and_reaches_the_fleet_when_it_is_back(members, fleet, pg, pki):
+    a, b = members("a"), members("b")
+    dev = pki.device("f0a0")
+    pg.stop()
+    connect(a, dev, "f0a0-on-a").close()
+    assert wait_until(lambda: a.fleet_stats()["QueuedRegistrations"] == 1), a.fleet_stats()
+    assert a.kill() == -9
+    a.start()  # PostgreSQL still down: from the replica, with its queue
+    assert a.fleet_stats()["QueuedRegistrations"] == 1, a.fleet_stats()
+    assert a.device_status(CA, "f0a0") == "1"
+    assert b.device_status(CA, "f0a0") is None
+    pg.start()
+    assert wait_until(lambda: a.fleet_stats()["QueuedRegistrations"] == 0, 10.0), a.fleet_stats()
+    assert fleet.changes("device_sn = 'f0a0'") == [("2", "AutoRegister", CA, "f0a0", "", "1", "connection")]
+    assert wait_until(lambda: b.device_status(CA, "f0a0") == "1"), "b never learnt the registration"
+    all_at_head(fleet, [a, b])
+    assert_logs_match_fleet(fleet, [a, b])
+    assert_consistent(a)
+
+
 # ---------------------------------------------------------------- outages
 
 def test_an_outage_keeps_connections_checked_refuses_writes_and_ends_with_catch_up_without_restart(
