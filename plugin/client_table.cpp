@@ -19,6 +19,32 @@ void ClientTable::drop_id(const mosquitto* client, const ClientEntry& e) noexcep
     if (auto id = by_id_.find(e.client_id); id != by_id_.end() && id->second == client) by_id_.erase(id);
 }
 
+void ClientTable::index_add(const mosquitto* client, const ClientEntry& e) {
+    if (e.ca_sn.empty()) return;
+    auto ca = by_device_.find(e.ca_sn);
+    if (ca == by_device_.end()) ca = by_device_.emplace(e.ca_sn, StringMap<std::vector<const mosquitto*>>{}).first;
+    auto dev = ca->second.find(e.device_sn);
+    if (dev == ca->second.end()) dev = ca->second.emplace(e.device_sn, std::vector<const mosquitto*>{}).first;
+    dev->second.push_back(client);
+}
+
+void ClientTable::index_remove(const mosquitto* client, const ClientEntry& e) noexcept {
+    if (e.ca_sn.empty()) return;
+    auto ca = by_device_.find(e.ca_sn);
+    if (ca == by_device_.end()) return;
+    auto dev = ca->second.find(e.device_sn);
+    if (dev == ca->second.end()) return;
+    auto& clients = dev->second;
+    for (auto it = clients.begin(); it != clients.end(); ++it) {
+        if (*it != client) continue;
+        *it = clients.back();
+        clients.pop_back();
+        break;
+    }
+    if (clients.empty()) ca->second.erase(dev);
+    if (ca->second.empty()) by_device_.erase(ca);
+}
+
 void ClientTable::accept(const mosquitto* client, std::string_view client_id, std::string_view ca_sn,
                          std::string_view device_sn) {
     // The broker keeps one session per client id: an offline one with this
@@ -36,6 +62,7 @@ void ClientTable::accept(const mosquitto* client, std::string_view client_id, st
         }
         if (e.connected) {
             if (!e.ca_sn.empty()) online_.remove(e.ca_sn, e.device_sn);
+            index_remove(client, e);
             --connected_;
         }
         drop_id(client, e);
@@ -47,6 +74,7 @@ void ClientTable::accept(const mosquitto* client, std::string_view client_id, st
     e.seen = generation_;
     ++connected_;
     if (!e.ca_sn.empty()) online_.add(e.ca_sn, e.device_sn);
+    index_add(client, e);
     by_id_.insert_or_assign(e.client_id, client);
 }
 
@@ -69,6 +97,7 @@ bool ClientTable::remove(const mosquitto* client) {
         return true;
     }
     if (!e.ca_sn.empty()) online_.remove(e.ca_sn, e.device_sn);
+    index_remove(client, e);
     --connected_;
     e.connected = false;
     e.seen = generation_;
@@ -81,6 +110,7 @@ void ClientTable::erase(const mosquitto* client) noexcept {
     const ClientEntry& e = it->second;
     if (e.connected) {
         if (!e.ca_sn.empty()) online_.remove(e.ca_sn, e.device_sn);
+        index_remove(client, e);
         --connected_;
     }
     drop_id(client, e);

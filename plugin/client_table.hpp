@@ -80,6 +80,24 @@ public:
             if (e.connected) fn(e);
         }
     }
+    /// The same for the connected clients of one device, or of one CA:
+    /// the cost is theirs, not the table's (a change touches only them).
+    template <class Fn>
+    void for_each_of_device(std::string_view ca_sn, std::string_view device_sn, Fn&& fn) const {
+        auto ca = by_device_.find(ca_sn);
+        if (ca == by_device_.end()) return;
+        auto dev = ca->second.find(device_sn);
+        if (dev == ca->second.end()) return;
+        for (const mosquitto* client : dev->second) fn(by_client_.at(client));
+    }
+    template <class Fn>
+    void for_each_of_ca(std::string_view ca_sn, Fn&& fn) const {
+        auto ca = by_device_.find(ca_sn);
+        if (ca == by_device_.end()) return;
+        for (const auto& [device, clients] : ca->second) {
+            for (const mosquitto* client : clients) fn(by_client_.at(client));
+        }
+    }
 
     /// During a re-check, a client without a certificate: true only for the
     /// offline session this plugin accepted with a certificate at this very
@@ -94,10 +112,19 @@ public:
 
 private:
     void drop_id(const mosquitto* client, const ClientEntry& e) noexcept;
+    /// Keeps by_device_ in step with the connected certificate clients.
+    void index_add(const mosquitto* client, const ClientEntry& e);
+    void index_remove(const mosquitto* client, const ClientEntry& e) noexcept;
+
+    template <class V>
+    using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
     OnlineRegistry& online_;
     std::unordered_map<const mosquitto*, ClientEntry> by_client_;
     std::unordered_map<std::string, const mosquitto*, StringHash, std::equal_to<>> by_id_;
+    /// Connected certificate clients by CaSn, then DeviceSn (nearly always
+    /// one client per device).
+    StringMap<StringMap<std::vector<const mosquitto*>>> by_device_;
     std::size_t connected_ = 0;
     std::uint64_t generation_ = 0;  ///< reloads so far
     bool recheck_pending_ = false;  ///< a re-check happened and end_recheck() has not run

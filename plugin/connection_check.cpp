@@ -7,10 +7,12 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "broker.hpp"
+#include "devcert/replica.hpp"
 #include "devcert/serial.hpp"
 #include "plugin_state.hpp"
 
@@ -194,6 +196,47 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
     PluginState* raw = &state;
     std::string ca(ca_of(v));
     std::string dev(device_of(v));
+    if (state.fleet) {
+        // Fleet mode: the record goes into the replica at once, without a
+        // change-log entry, and waits in the registration queue for the
+        // fleet, whose own entry reaches the replica through the log.
+        auto existing_status = std::make_shared<std::optional<CertStatus>>();
+        const std::uint64_t max_queued = state.config.fleet_queue_max;
+        state.writer->submit(
+            [rec = std::move(rec), inserted, existing_status, max_queued](WriteView& w) -> Outcome {
+                *inserted = false;
+                existing_status->reset();
+                auto existing = w.get_device(rec.ca_sn, rec.device_sn);
+                if (!existing) return existing.error();
+                if (*existing) {
+                    *existing_status = (*existing)->status;
+                    return Ok{};
+                }
+                if (auto ok = replica_queue_registration(w, rec, max_queued); !ok) return ok;
+                *inserted = true;
+                return Ok{};
+            },
+            [raw, inserted, existing_status, ca = std::move(ca), dev = std::move(dev), status](const Outcome& outcome) {
+                // Writer thread: no broker call here, the lines wait for the tick.
+                if (!outcome) {
+                    raw->counters.store_errors.fetch_add(1, std::memory_order_relaxed);
+                    raw->deferred.push(LogLevel::error, fmt::format("cannot register DeviceSn {} under CaSn {}: {}",
+                                                                    dev, ca, outcome.error().message));
+                } else if (*inserted) {
+                    raw->counters.auto_registrations.fetch_add(1, std::memory_order_relaxed);
+                    raw->fleet->registration_queued();
+                    raw->deferred.push(LogLevel::notice,
+                                       fmt::format("registered DeviceSn {} under CaSn {} as {} (queued for the fleet)",
+                                                   dev, ca, status));
+                } else if (*existing_status && **existing_status != CertStatus::active) {
+                    // The fleet's record arrived between the check and this
+                    // job: the session accepted meanwhile may have to go.
+                    raw->recheck.push(ca, dev);
+                }
+                raw->wakeup.wake();
+            });
+        return;
+    }
     state.writer->submit(
         [rec = std::move(rec), inserted](WriteView& w) -> Outcome {
             *inserted = false;
@@ -460,6 +503,14 @@ int check_connection(PluginState& state, mosquitto* client) noexcept {
     // fresh one costs about a microsecond at the next check.
     state.reader->release();
     if (v.kind == Verdict::Kind::refuse) return refuse(check, ca_of(v), device_of(v), v.refusal, v.detail);
+    const bool registers =
+        v.kind == Verdict::Kind::register_then_refuse || v.kind == Verdict::Kind::register_then_accept;
+    if (registers && state.fleet && state.fleet->queued_registrations() >= state.config.fleet_queue_max) {
+        // A first connection is recorded before it is accepted: with the
+        // fleet out of reach for this long, there is nowhere to record it.
+        return refuse(check, ca_of(v), device_of(v), Refusal::store_error,
+                      "the registrations waiting for the fleet reached plugin_opt_fleet_queue_max");
+    }
     if (v.kind == Verdict::Kind::register_then_refuse) {
         register_device(state, cert.get(), v);
         return refuse(check, ca_of(v), device_of(v), v.refusal);

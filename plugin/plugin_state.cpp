@@ -15,10 +15,12 @@ namespace devcert::plugin {
 PluginState::PluginState(PluginConfig cfg) : config(std::move(cfg)) {}
 
 PluginState::~PluginState() {
-    // The admin server submits to the writer and the writer wakes the
-    // broker thread: stop them in that order, before what they point to.
+    // The admin server submits to the fleet node and the writer, which wake
+    // the broker thread: stop them in that order, before what they point to.
     if (admin) admin->stop();
     admin.reset();
+    if (fleet) fleet->stop();
+    fleet.reset();
     if (writer) writer->stop();
     writer.reset();
     reader.reset();
@@ -41,7 +43,13 @@ Result<std::string> read_file(const std::string& path) {
     return text.str();
 }
 
-Outcome import_ca_file(Store& store, const std::string& path, unsigned max_ca) {
+using Writer = std::function<Outcome(const std::function<Outcome(WriteView&)>&)>;
+
+// Imports the CAs of one file through `write`: the store, or in fleet mode
+// the fleet (which applies the change to the replica). Several brokers of a
+// fleet may import the same CA at once: the one that loses the race finds
+// the record when it runs again.
+Outcome import_ca_file(Store& store, const Writer& write, const std::string& path, unsigned max_ca) {
     auto text = read_file(path);
     if (!text) return text.error();
     auto certs = parse_pem_bundle(*text);
@@ -57,7 +65,24 @@ Outcome import_ca_file(Store& store, const std::string& path, unsigned max_ca) {
         }
         bool already = false;
         CertStatus kept = CertStatus::active;
-        auto written = store.write([&](WriteView& w) -> Outcome {
+        // Known to this store (the replica, in fleet mode) with the same
+        // certificate: nothing to write, so a broker starts while the fleet
+        // is unreachable.
+        auto local = store.read([&](ReadView& r) -> Outcome {
+            auto existing = r.get_ca(info->serial);
+            if (!existing) return existing.error();
+            if (*existing && (*existing)->fingerprint == info->fingerprint) {
+                already = true;
+                kept = (*existing)->status;
+            }
+            return Ok{};
+        });
+        if (local && already) {
+            log(LogLevel::info, "CA {} from '{}' is already registered; its status ({}) is kept", info->serial, path,
+                status_name(kept));
+            continue;
+        }
+        const auto job = [&](WriteView& w) -> Outcome {
             already = false;
             auto existing = w.get_ca(info->serial);
             if (!existing) return existing.error();
@@ -79,7 +104,9 @@ Outcome import_ca_file(Store& store, const std::string& path, unsigned max_ca) {
             }
             return w.insert_ca(new_ca_record(*info, info->common_name, RegisteredBy::import, now_ms()),
                                "ImportCaCertificate", kImportCaller);
-        });
+        };
+        auto written = write(job);
+        if (!written && written.error().code == Errc::already_exists && !already) written = write(job);
         if (!written) {
             return make_error(written.error().code,
                               fmt::format("{}: '{}': {}", kImportCaller, path, written.error().message));
@@ -91,6 +118,43 @@ Outcome import_ca_file(Store& store, const std::string& path, unsigned max_ca) {
             log(LogLevel::notice, "imported CA {} ({}) from '{}' as active", info->serial, info->subject, path);
         }
     }
+    return Ok{};
+}
+
+LogLevel log_level(FleetLogLevel level) {
+    switch (level) {
+        case FleetLogLevel::info: return LogLevel::info;
+        case FleetLogLevel::notice: return LogLevel::notice;
+        case FleetLogLevel::warning: return LogLevel::warning;
+        case FleetLogLevel::error: return LogLevel::error;
+    }
+    return LogLevel::error;
+}
+
+// Fleet mode: connects, brings the replica up to date (or starts from it
+// when the fleet cannot be reached) and starts following.
+Outcome join_fleet(PluginState& state) {
+    const PluginConfig& c = state.config;
+    auto conninfo = fleet_conninfo(c.fleet);
+    if (!conninfo) return make_error(conninfo.error().code, fmt::format("plugin_opt_fleet: {}", conninfo.error().message));
+    FleetNodeOptions options;
+    options.fleet.conninfo = std::move(*conninfo);
+    options.fleet.instance_id = c.instance_id;
+    options.poll_interval = std::chrono::milliseconds(c.fleet_poll_ms);
+    options.trim_interval = std::chrono::seconds(c.fleet_trim_interval);
+    options.log_retention = c.change_log_retention;
+    options.max_queued_registrations = c.fleet_queue_max;
+    PluginState* raw = &state;
+    auto node = FleetNode::start(
+        *state.store, options, [raw] { raw->wakeup.wake(); },
+        [raw](FleetLogLevel level, std::string line) {
+            raw->deferred.push(log_level(level), std::move(line));
+            raw->wakeup.wake();
+        });
+    if (!node) return make_error(node.error().code, fmt::format("plugin_opt_fleet: {}", node.error().message));
+    state.fleet = std::move(*node);
+    // The lines of the start-up itself, now rather than at the first tick.
+    state.deferred.drain();
     return Ok{};
 }
 
@@ -167,8 +231,15 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
         return make_error(recorded.error().code, fmt::format("cannot record the instance id and CA limit in '{}': {}", store.path(),
                                                              recorded.error().message));
     }
+    if (!c.fleet.empty()) {
+        if (auto ok = join_fleet(*state); !ok) return ok.error();
+    }
+    const Writer write = [&state, &store](const std::function<Outcome(WriteView&)>& job) -> Outcome {
+        if (state->fleet) return state->fleet->write(job);
+        return store.write(job);
+    };
     for (const auto& path : c.import_ca) {
-        if (auto ok = import_ca_file(store, path, c.max_ca); !ok) return ok.error();
+        if (auto ok = import_ca_file(store, write, path, c.max_ca); !ok) return ok.error();
     }
     if (auto ok = load_issuers(store, state->issuers); !ok) {
         return make_error(ok.error().code,
@@ -190,6 +261,7 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
         AdminContext context;
         context.store = &store;
         context.writer = state->writer.get();
+        context.records = state->fleet.get();
         context.config = &state->config;
         context.counters = &state->counters;
         context.online = &state->online;
@@ -205,8 +277,8 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
         state->admin = std::move(*admin);
     }
 
-    log(LogLevel::notice, "instance '{}', store '{}', {} CA(s) registered, admin socket {}, wake-up signal {}",
-        c.instance_id, store.path(), state->issuers.size(), c.admin_socket.empty() ? "off" : "'" + c.admin_socket + "'",
+    log(LogLevel::notice, "instance '{}', {} '{}', {} CA(s) registered, admin socket {}, wake-up signal {}",
+        c.instance_id, state->fleet ? "fleet replica" : "store", store.path(), state->issuers.size(), c.admin_socket.empty() ? "off" : "'" + c.admin_socket + "'",
         signal_label(c.wakeup_signal));
     return state;
 }

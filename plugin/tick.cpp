@@ -1,9 +1,12 @@
 #include "tick.hpp"
 
+#include <set>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
+#include "devcert/replica.hpp"
 #include "plugin_state.hpp"
 
 namespace devcert::plugin {
@@ -12,15 +15,9 @@ namespace {
 
 constexpr std::size_t kChangesPerRead = 1024;
 
-// "ca/dev", written into `key` so that a loop can reuse one buffer.
-void device_key(std::string_view ca, std::string_view dev, std::string& key) {
-    key.assign(ca).push_back('/');
-    key.append(dev);
-}
-
 // What one pass over the change log asks of the broker thread.
 struct Pending {
-    std::unordered_set<std::string> devices_out;  // "ca/dev" no longer active or removed
+    std::set<std::pair<std::string, std::string>> devices_out;  // (ca, dev) no longer active or removed
     std::unordered_set<std::string> cas_out;      // CAs no longer active or removed
     bool cas_changed = false;                     // a CA was added or removed: rebuild the index
     bool trimmed = false;                         // entries we never saw were dropped
@@ -34,7 +31,14 @@ bool read_changes(PluginState& state, Pending& p) {
     StatusReader& reader = *state.reader;
     std::uint64_t last = 0;
     if (reader.last_change_seq(last) == Lookup::error) return false;
-    if (last <= state.last_seq) return true;
+    if (last < state.last_seq) {
+        // The log went back: a fleet replica was rebuilt from a snapshot
+        // of a fleet restored to an earlier point.
+        p.trimmed = true;
+        state.last_seq = last;
+        return true;
+    }
+    if (last == state.last_seq) return true;
     std::uint64_t first = 0;
     if (reader.first_change_seq(first) == Lookup::error) return false;
     if (first > state.last_seq + 1) {
@@ -46,15 +50,18 @@ bool read_changes(PluginState& state, Pending& p) {
         const std::uint64_t before = state.last_seq;
         auto rc = reader.changes_after(state.last_seq, kChangesPerRead, [&](const ChangeEntry& e) {
             state.last_seq = e.seq;
+            if (e.action == kResyncAction) {
+                // Everything may have changed, and what did is not logged.
+                p.trimmed = true;
+                return;
+            }
             const bool ca_level = e.device_sn.empty();
             if (ca_level && (!e.old_status || !e.new_status)) p.cas_changed = true;
             if (still_active(e.new_status)) return;
             if (ca_level) {
                 p.cas_out.insert(e.ca_sn);
             } else if (e.old_status || e.new_status) {
-                std::string key;
-                device_key(e.ca_sn, e.device_sn, key);
-                p.devices_out.insert(std::move(key));
+                p.devices_out.emplace(e.ca_sn, e.device_sn);
             }
         });
         if (rc == Lookup::error) return false;
@@ -63,23 +70,47 @@ bool read_changes(PluginState& state, Pending& p) {
     return true;
 }
 
+// Devices other threads asked to look at again (fleet mode: a first
+// connection registered locally while the fleet's record, maybe not
+// active, was on its way): those no longer active join p.devices_out.
+// Returns false when the queue overflowed (re-check everyone instead).
+bool take_rechecks(PluginState& state, Pending& p) {
+    bool overflow = false;
+    auto devices = state.recheck.take(overflow);
+    if (devices.empty()) return !overflow;
+    StatusReader& reader = *state.reader;
+    if (!reader.refresh()) return false;
+    for (const auto& [ca, dev] : devices) {
+        DeviceStatusView device;
+        CertStatus ca_status = CertStatus::inactive;
+        const Lookup d = reader.device_status(ca, dev, device);
+        const Lookup c = reader.ca_status(ca, ca_status);
+        if (d == Lookup::error || c == Lookup::error) continue;  // never kick on a store error
+        if (d == Lookup::found && device.status == CertStatus::active && c == Lookup::found &&
+            ca_status == CertStatus::active)
+            continue;
+        p.devices_out.emplace(ca, dev);
+    }
+    reader.release();
+    return !overflow;
+}
+
+// Only the clients of the devices and CAs that changed: the work grows with
+// the changes, not with the sessions held (the table's index by device).
 std::vector<KickTarget> targets_for(const PluginState& state, const Pending& p) {
     std::vector<KickTarget> targets;
-    if (p.devices_out.empty() && p.cas_out.empty()) return targets;
     // Collecting reads the table in place: the kicks, which edit it, come after.
-    std::string key;
-    state.clients.for_each([&](const ClientEntry& e) {
-        if (e.ca_sn.empty()) return;
-        if (p.cas_out.count(e.ca_sn)) {
+    for (const auto& ca : p.cas_out) {
+        state.clients.for_each_of_ca(ca, [&](const ClientEntry& e) {
             targets.push_back({e.client_id, e.ca_sn, e.device_sn, "ca no longer active"});
-            return;
-        }
-        if (p.devices_out.empty()) return;
-        device_key(e.ca_sn, e.device_sn, key);
-        if (p.devices_out.count(key)) {
+        });
+    }
+    for (const auto& [ca, dev] : p.devices_out) {
+        if (p.cas_out.count(ca)) continue;  // kicked with its CA
+        state.clients.for_each_of_device(ca, dev, [&](const ClientEntry& e) {
             targets.push_back({e.client_id, e.ca_sn, e.device_sn, "device no longer active"});
-        }
-    });
+        });
+    }
     return targets;
 }
 
@@ -124,10 +155,15 @@ std::size_t on_tick(PluginState& state) noexcept {
     // to tail. LMDB writes the meta page a moment before new snapshots see
     // the commit, so what counts as read is the snapshot's own commit id: a
     // commit the snapshot missed keeps the ids apart until a tick reads it.
-    const std::uint64_t commit = state.store->last_commit_id();
-    if (commit != 0 && commit == state.last_commit_read) return 0;
-
     Pending pending;
+    try {
+        if (!take_rechecks(state, pending)) return recheck_connected(state);
+    } catch (...) {
+        return recheck_connected(state);
+    }
+    const std::uint64_t commit = state.store->last_commit_id();
+    if (commit != 0 && commit == state.last_commit_read && pending.devices_out.empty()) return 0;
+
     std::vector<KickTarget> targets;
     try {
         StatusReader& reader = *state.reader;

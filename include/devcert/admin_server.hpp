@@ -15,6 +15,7 @@
 
 #include "devcert/config.hpp"
 #include "devcert/counters.hpp"
+#include "devcert/record_access.hpp"
 #include "devcert/result.hpp"
 #include "devcert/store.hpp"
 #include "devcert/store_writer.hpp"
@@ -31,6 +32,8 @@ enum class TransportError : std::uint8_t;
 struct AdminContext {
     Store* store = nullptr;
     StoreWriter* writer = nullptr;          ///< all mutations go through it
+    /// When set (fleet mode), reads and writes go through it instead.
+    RecordAccess* records = nullptr;
     const PluginConfig* config = nullptr;   ///< instance_id, max_ca, policy, limits
     Counters* counters = nullptr;
     const OnlineRegistry* online = nullptr;

@@ -32,6 +32,12 @@ struct PluginConfig {
     std::uint64_t change_log_retention = 1'000'000;
     std::uint64_t map_size = 64ull << 20;                      ///< initial LMDB map size, bytes
     unsigned sys_interval = 10;                                ///< s between $SYS rounds; 0 = off
+    /// Fleet mode: the libpq connection string or service name ("" =
+    /// standalone). Never logged: it may hold a password.
+    std::string fleet;
+    unsigned fleet_poll_ms = 500;                              ///< safety-net poll of the fleet's log
+    std::uint64_t fleet_queue_max = 100'000;                   ///< registrations waiting for the fleet
+    unsigned fleet_trim_interval = 60;                         ///< s between trims of the fleet's log; 0 = never
 
     PluginConfig();
 };

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "devcert/fleet.hpp"
 #include "devcert/record_access.hpp"
@@ -33,9 +34,10 @@ struct FleetNodeOptions {
     std::size_t fetch_limit = 2'000;
 };
 
-/// What a broker logs, from the node's threads (the plugin defers the lines
-/// to the broker thread).
-using FleetLog = std::function<void(int level, std::string line)>;  // level: devcert::plugin LogLevel values
+enum class FleetLogLevel { info, notice, warning, error };
+/// Where the node's lines go. Called from the node's threads (the plugin
+/// defers the lines to the broker thread) and from start().
+using FleetLog = std::function<void(FleetLogLevel level, std::string line)>;
 
 class FleetNode final : public RecordAccess {
 public:
@@ -59,10 +61,8 @@ public:
 
     /// Wakes the sender: a registration was queued in the replica.
     void registration_queued() noexcept;
-
-    /// Runs fn on the fleet (a mutation, like write()) without touching the
-    /// replica beyond applying what it committed. For plugin_opt_import_ca.
-    Result<std::vector<FleetChange>> write_fleet(const Fleet::WriteFn& fn);
+    /// Registrations waiting for the fleet (kept up to date by the node).
+    std::uint64_t queued_registrations() const noexcept;
 
 private:
     struct Impl;

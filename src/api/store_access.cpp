@@ -7,11 +7,13 @@
 namespace devcert {
 
 Outcome commit(OperationCall& call, std::function<Outcome(WriteView&)> job) {
+    if (call.context.records != nullptr) return call.context.records->write(std::move(job));
     if (call.context.writer != nullptr) return call.context.writer->submit(std::move(job)).get();
     return call.context.store->write(job);
 }
 
 Outcome read(OperationCall& call, const std::function<Outcome(ReadView&)>& fn) {
+    if (call.context.records != nullptr) return call.context.records->read(fn);
     return call.context.store->read(fn);
 }
 

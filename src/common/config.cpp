@@ -317,6 +317,23 @@ Result<PluginConfig> parse_config(const OptionList& options) {
             auto v = parse_unsigned(key, value, 0, 86'400);
             if (!v) return v.error();
             c.sys_interval = static_cast<unsigned>(*v);
+        } else if (key == "fleet") {
+            // Checked as a connection string when the plugin starts (by
+            // libpq's own parser); never quoted in a message.
+            if (value.empty()) return bad(key, "empty: give a libpq connection string or service name");
+            c.fleet = value;
+        } else if (key == "fleet_poll_ms") {
+            auto v = parse_unsigned(key, value, 10, 60'000);
+            if (!v) return v.error();
+            c.fleet_poll_ms = static_cast<unsigned>(*v);
+        } else if (key == "fleet_queue_max") {
+            auto v = parse_unsigned(key, value, 1, 10'000'000);
+            if (!v) return v.error();
+            c.fleet_queue_max = *v;
+        } else if (key == "fleet_trim_interval") {
+            auto v = parse_unsigned(key, value, 0, 86'400);
+            if (!v) return v.error();
+            c.fleet_trim_interval = static_cast<unsigned>(*v);
         } else {
             return bad(key, "unknown option");
         }

@@ -1,3 +1,4 @@
+#include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -158,4 +159,56 @@ TEST_CASE("the wake-up signal interrupts the broker thread's epoll_wait at once"
     struct sigaction now {};
     sigaction(SIGURG, nullptr, &now);
     CHECK(now.sa_handler == SIG_DFL);
+}
+
+TEST_CASE("a change kicks exactly the clients of its device among a thousand, through the table's index",
+          "[glue][kick]") {
+    glue::Plugin plugin({}, true);
+    std::vector<devcert::test::Issued> devices;
+    for (int d = 0; d < 20; ++d) {
+        const std::string sn = fmt::format("e{:03x}", d);
+        devices.push_back(pki().device(sn, "idx-" + sn, d < 15 ? pki().ca : pki().other_ca));
+    }
+    // 50 clients per device (distinct client ids, one certificate).
+    std::vector<std::unique_ptr<mosquitto>> clients;
+    for (int d = 0; d < 20; ++d) {
+        for (int i = 0; i < 50; ++i) {
+            clients.push_back(std::make_unique<mosquitto>(fmt::format("idx-{}-{}", d, i), devices[d].cert.get()));
+            REQUIRE(plugin.broker().basic_auth(clients.back().get()) == MOSQ_ERR_SUCCESS);
+        }
+    }
+    // A takeover moves one id of device 3 to a new session: the index must
+    // follow the new pointer, and forget the old one.
+    mosquitto takeover("idx-3-0", devices[3].cert.get());
+    REQUIRE(plugin.broker().basic_auth(&takeover) == MOSQ_ERR_SUCCESS);
+    plugin.broker().disconnect(clients[3 * 50].get());
+    // A client of device 4 left: a change of device 4 must not reach it.
+    plugin.broker().disconnect(clients[4 * 50 + 7].get());
+    REQUIRE(plugin.state().clients.size() == 1000 - 1);
+
+    plugin.set_device_status(kCaSn, "e003", CertStatus::inactive);
+    plugin.set_device_status(kCaSn, "e004", CertStatus::revoked);
+    plugin.broker().tick();
+    CHECK(plugin.broker().kicked.size() == 50 + 49);
+    CHECK_FALSE(takeover.connected);
+    for (int d = 0; d < 20; ++d) {
+        for (int i = 0; i < 50; ++i) {
+            const mosquitto& c = *clients[static_cast<std::size_t>(d * 50 + i)];
+            if (d == 3 || d == 4) {
+                CHECK_FALSE(c.connected);
+            } else {
+                CHECK(c.connected);
+            }
+        }
+    }
+
+    // The other CA's five devices, 250 clients, and nobody else.
+    plugin.broker().kicked.clear();
+    plugin.set_ca_status(kOtherCaSn, CertStatus::inactive);
+    plugin.broker().tick();
+    CHECK(plugin.broker().kicked.size() == 250);
+    CHECK(plugin.state().clients.size() == 1000 - 1 - 99 - 250);
+    for (std::size_t i = 0; i < 15 * 50; ++i) {
+        if (i / 50 != 3 && i / 50 != 4) CHECK(clients[i]->connected);
+    }
 }

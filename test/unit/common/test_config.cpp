@@ -185,3 +185,25 @@ TEST_CASE("sys_interval defaults to the broker's 10 s, 0 turns the $SYS topics o
     CHECK(error_of({{"sys_interval", "86401"}}).starts_with("plugin_opt_sys_interval: '86401' is not between"));
     CHECK(error_of({{"sys_interval", "-1"}}).starts_with("plugin_opt_sys_interval:"));
 }
+
+TEST_CASE("without plugin_opt_fleet the plugin is standalone; the fleet options have checked ranges", "[config]") {
+    const PluginConfig standalone = parsed({});
+    CHECK(standalone.fleet.empty());
+    CHECK(standalone.fleet_poll_ms == 500);
+    CHECK(standalone.fleet_queue_max == 100'000);
+    CHECK(standalone.fleet_trim_interval == 60);
+
+    const PluginConfig c = parsed({{"fleet", " host=/run/postgresql dbname=devcert "},
+                                   {"fleet_poll_ms", "50"},
+                                   {"fleet_queue_max", "10"},
+                                   {"fleet_trim_interval", "0"}});
+    CHECK(c.fleet == "host=/run/postgresql dbname=devcert");
+    CHECK(c.fleet_poll_ms == 50);
+    CHECK(c.fleet_queue_max == 10);
+    CHECK(c.fleet_trim_interval == 0);
+
+    CHECK(error_of({{"fleet", "  "}}).starts_with("plugin_opt_fleet: empty"));
+    CHECK(error_of({{"fleet_poll_ms", "5"}}).starts_with("plugin_opt_fleet_poll_ms: '5' is not between"));
+    CHECK(error_of({{"fleet_queue_max", "0"}}).starts_with("plugin_opt_fleet_queue_max: '0' is not between"));
+    CHECK(error_of({{"fleet_trim_interval", "x"}}).starts_with("plugin_opt_fleet_trim_interval: 'x' is not a number"));
+}
