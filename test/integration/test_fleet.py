@@ -132,10 +132,16 @@ def wait_kicked(session, timeout=5.0):
 
 # --------------------------------------------------------------- start-up
 
-@pytest.mark.parametrize("case", ["no schema", "newer schema", "unknown instance"])
+@pytest.mark.parametrize("case", ["no schema", "newer schema", "unknown instance", "unreachable, no replica"])
 def test_a_broker_refuses_to_start_naming_what_is_wrong_with_the_fleet(pg, tmp_path, pki, case):
+    if not pg.running:
+        pg.start()
     fleet = Fleet(pg, "fleet")
-    if case == "no schema":
+    if case == "unreachable, no replica":
+        fleet.init()
+        pg.stop()
+        expected = "cannot reach the fleet database and the replica was never loaded"
+    elif case == "no schema":
         expected = "the fleet database has no devcert schema"
     elif case == "newer schema":
         fleet.init()
@@ -146,12 +152,16 @@ def test_a_broker_refuses_to_start_naming_what_is_wrong_with_the_fleet(pg, tmp_p
         fleet.instance_id = "stranger"
         expected = "instance 'stranger' is not in the fleet database"
     b = FleetBroker(tmp_path / "a", pki, fleet)
-    b.start(expect_ready=False)
     try:
-        code = b.wait_exit(timeout=20)
-    except Exception:
-        b.kill()
-        raise AssertionError(f"the broker kept running on a fleet with {case}:\n{b.log()}")
+        b.start(expect_ready=False)
+        try:
+            code = b.wait_exit(timeout=20)
+        except Exception:
+            b.kill()
+            raise AssertionError(f"the broker kept running on a fleet with {case}:\n{b.log()}")
+    finally:
+        if not pg.running:
+            pg.start()
     assert code != 0, b.log()
     assert expected in b.log(), b.log()
     assert not broker_running(b.log()), b.log()
@@ -346,6 +356,26 @@ def test_a_queued_registration_survives_a_kill_and_reaches_the_fleet_when_it_is_
     all_at_head(fleet, [a, b])
     assert_logs_match_fleet(fleet, [a, b])
     assert_consistent(a)
+
+
+def test_past_the_queue_bound_new_devices_are_refused_and_known_ones_are_not(members, fleet, pg, pki):
+    a = members("a", options={"fleet_queue_max": "1"})
+    first, second = pki.device("f0b0"), pki.device("f0b1")
+    pg.stop()
+    connect(a, first, "f0b0-on-a").close()
+    assert wait_until(lambda: a.fleet_stats()["QueuedRegistrations"] == 1), a.fleet_stats()
+    assert connack(a, second, "f0b1-on-a") == NOT_AUTHORIZED
+    assert a.wait_for_log("refused client 'f0b1-on-a' (CaSn 0c01, DeviceSn f0b1): store error "
+                          "(the registrations waiting for the fleet reached plugin_opt_fleet_queue_max)"), a.run_log()
+    connect(a, first, "f0b0-again").close()  # known to the replica: not a registration
+    counters = a.counters()
+    assert (counters["auto_registrations"], counters["connections_refused.store_error"]) == (1, 1), counters
+    assert a.device_status(CA, "f0b1") is None
+    pg.start()
+    assert wait_until(lambda: a.fleet_stats()["QueuedRegistrations"] == 0, 10.0), a.fleet_stats()
+    connect(a, second, "f0b1-later").close()
+    assert wait_until(lambda: fleet.device_status(CA, "f0b1") == "1"), "the second registration never reached the fleet"
+    assert [ch[1] for ch in fleet.changes("device_sn IN ('f0b0', 'f0b1')")] == ["AutoRegister", "AutoRegister"]
 
 
 # ---------------------------------------------------------------- outages
