@@ -36,10 +36,7 @@ struct FollowPlan {
     std::string reason;                  ///< for refetch and resync, for the log
 };
 
-/// A stable 64-bit digest of a change (seq, time, action, serials, statuses,
-/// caller), so a replica can recognise "the change I applied at seq S"
-/// after the database behind the fleet changed.
-std::uint64_t change_digest(const ChangeEntry& entry) noexcept;
+// change_digest(), the digest a FollowerPosition keeps, is in store.hpp.
 
 /// Decides what to do with a batch fetched after position.seq:
 ///  - resync when the replica has no epoch, the epoch differs (another

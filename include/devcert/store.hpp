@@ -105,6 +105,11 @@ struct ChangeEntry {
     std::string caller;                ///< "uid=1000(ops)", "connection", "devcertctl uid=0(root)"
 };
 
+/// A stable 64-bit digest of a change (seq, time, action, serials, statuses,
+/// caller), so a fleet replica can recognise "the change I applied at seq S"
+/// after the database behind the fleet changed (see fleet_follower.hpp).
+std::uint64_t change_digest(const ChangeEntry& entry) noexcept;
+
 struct Page {
     Page() = default;
     Page(std::uint32_t no, std::uint32_t size) : page_no(no), page_size(size) {}
@@ -148,6 +153,8 @@ struct DeviceStatusView {
 };
 
 class Store;
+/// The store's internals' way in (src/store only).
+struct StoreAccess;
 
 /// A reusable read-only snapshot for one thread (the broker thread). Each
 /// refresh() sees every commit made so far by any process. Lookups copy what
@@ -307,6 +314,7 @@ public:
 
 private:
     friend class StatusReader;
+    friend struct StoreAccess;
     struct Impl;
     explicit Store(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;

@@ -38,6 +38,11 @@ inline constexpr const char* kDevicePemDb = "device_pem";
 inline constexpr const char* kSkiDb = "ca_by_ski";
 inline constexpr const char* kChangeDb = "changes";
 inline constexpr const char* kMetaDb = "meta";
+/// A fleet replica's registration queue (created by every open, empty
+/// unless the store is a replica): device key -> order:u64be + record, and
+/// order:u64be -> device key.
+inline constexpr const char* kQueueDb = "fleet_queue";
+inline constexpr const char* kQueueOrderDb = "fleet_queue_order";
 
 /// Metadata keys under this prefix belong to the store (counts, next seq).
 inline constexpr std::string_view kReservedMetaPrefix = "store.";
@@ -50,6 +55,12 @@ inline constexpr std::string_view kDeletingCaPrefix = "store.deleting_ca.";
 inline constexpr const char* kRetentionKey = "store.change_log_retention";
 inline constexpr const char* kCaCountKey = "store.ca_count";
 inline constexpr const char* kDeviceCountKey = "store.device_count";
+/// A fleet replica's position: epoch (text), seq and digest (decimal).
+inline constexpr const char* kFleetEpochKey = "store.fleet.epoch";
+inline constexpr const char* kFleetSeqKey = "store.fleet.seq";
+inline constexpr const char* kFleetDigestKey = "store.fleet.digest";
+/// The next order number of the registration queue (decimal).
+inline constexpr const char* kQueueNextKey = "store.fleet.queue_next";
 
 inline constexpr std::uint8_t kLayoutVersion = 1;
 inline constexpr std::uint8_t kDeviceMagic = 'D';

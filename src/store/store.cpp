@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
@@ -112,7 +113,8 @@ Error StoreState::lmdb_error(int rc, std::string_view what) const {
     return make_error(Errc::store_error, fmt::format("status store '{}': {}: {}", options.path, what, mdb_strerror(rc)));
 }
 
-Outcome StoreState::remap(std::uint64_t seen_size, bool grow, std::optional<std::chrono::microseconds> wait_limit) {
+Outcome StoreState::remap(std::uint64_t seen_size, bool grow, std::optional<std::chrono::microseconds> wait_limit,
+                          std::uint64_t at_least) {
     if (SharedHold::held_by_this_thread(*this))
         return make_error(Errc::store_error,
                           fmt::format("status store '{}' must be remapped, but this thread holds a transaction",
@@ -138,8 +140,9 @@ Outcome StoreState::remap(std::uint64_t seen_size, bool grow, std::optional<std:
         if (before >= kMaxMapSize)
             return make_error(Errc::store_error,
                               fmt::format("status store '{}' is full at {} bytes", options.path, before));
-        if (const int rc = mdb_env_set_mapsize(env.get(), static_cast<std::size_t>(before * 2)); rc != 0)
-            return lmdb_error(rc, fmt::format("grow map to {} bytes", before * 2));
+        const std::uint64_t target = std::min(std::max(before * 2, at_least), kMaxMapSize);
+        if (const int rc = mdb_env_set_mapsize(env.get(), static_cast<std::size_t>(target)); rc != 0)
+            return lmdb_error(rc, fmt::format("grow map to {} bytes", target));
         mdb_env_info(env.get(), &info);
         now = info.me_mapsize;
     }
@@ -309,7 +312,8 @@ Outcome initialise(StoreState& impl) {
     };
     for (const Named& db : {Named{fmtx::kCaDb, 0, &impl.cas}, Named{fmtx::kDeviceDb, 0, &impl.devices},
                             Named{fmtx::kDevicePemDb, 0, &impl.device_pem},
-                            Named{fmtx::kSkiDb, MDB_DUPSORT, &impl.ski}, Named{fmtx::kChangeDb, 0, &impl.changes}}) {
+                            Named{fmtx::kSkiDb, MDB_DUPSORT, &impl.ski}, Named{fmtx::kChangeDb, 0, &impl.changes},
+                            Named{fmtx::kQueueDb, 0, &impl.queue}, Named{fmtx::kQueueOrderDb, 0, &impl.queue_order}}) {
         if (const int drc = mdb_dbi_open(txn.get(), db.name, db.flags | MDB_CREATE, db.dbi); drc != 0)
             return open_error(path, fmt::format("database '{}': {}", db.name, mdb_strerror(drc)));
     }
@@ -348,7 +352,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
     if (const int rc = mdb_env_create(&raw); rc != 0) return open_error(path, mdb_strerror(rc));
     impl->env.reset(raw);
     MDB_env* env = impl->env.get();
-    if (const int rc = mdb_env_set_maxdbs(env, 8); rc != 0) return open_error(path, mdb_strerror(rc));
+    if (const int rc = mdb_env_set_maxdbs(env, 16); rc != 0) return open_error(path, mdb_strerror(rc));
     if (const int rc = mdb_env_set_maxreaders(env, options.max_readers); rc != 0)
         return open_error(path, mdb_strerror(rc));
     if (const int rc = mdb_env_set_mapsize(env, static_cast<std::size_t>(options.initial_map_size)); rc != 0)

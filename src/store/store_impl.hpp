@@ -130,6 +130,10 @@ struct StoreState {
     MDB_dbi ski = 0;
     MDB_dbi changes = 0;
     MDB_dbi meta = 0;
+    /// A fleet replica's registration queue: device key -> order + record,
+    /// and order -> device key (see replica.hpp).
+    MDB_dbi queue = 0;
+    MDB_dbi queue_order = 0;
 
     // Remapping (mdb_env_set_mapsize) is only safe while no transaction of
     // this process is open: every transaction holds this gate shared,
@@ -150,16 +154,22 @@ struct StoreState {
     Outcome run_write(const std::function<Outcome(MDB_txn*, TxnState&)>& body);
 
     /// Adopts the map size another process recorded (and, if `grow`, at
-    /// least doubles it) unless another thread already remapped since the
-    /// caller saw `seen_size`. The calling thread must hold no transaction.
-    /// With a `wait_limit`, gives up (Errc::store_error) when the gate is
-    /// not free by then.
+    /// least doubles it, or grows it to `at_least` if that is more) unless
+    /// another thread already remapped since the caller saw `seen_size`.
+    /// The calling thread must hold no transaction. With a `wait_limit`,
+    /// gives up (Errc::store_error) when the gate is not free by then.
     Outcome remap(std::uint64_t seen_size, bool grow,
-                  std::optional<std::chrono::microseconds> wait_limit = std::nullopt);
+                  std::optional<std::chrono::microseconds> wait_limit = std::nullopt, std::uint64_t at_least = 0);
 };
 
 // Store::Impl is private to Store; the internals work on this base.
 struct Store::Impl : StoreState {};
+
+/// How the store's other translation units (replica.cpp) reach the state
+/// behind a Store.
+struct StoreAccess {
+    static StoreState& state(Store& store) noexcept { return *store.impl_; }
+};
 
 /// A shared hold on the remap gate, re-entrant within one thread (a body
 /// running inside Store::read may use a StatusReader, and so on), so that
@@ -224,6 +234,9 @@ public:
     Outcome set_meta(std::string_view key, std::string_view value) override;
 
 private:
+    // The fleet replica's operations (replica.cpp) work with the helpers below.
+    friend class ReplicaTxn;
+
     Error fail(int rc, std::string_view what);
     /// mdb_get: 0 found, MDB_NOTFOUND, or an error already turned into `err`.
     int get(MDB_dbi dbi, std::string_view key, MDB_val& value);
@@ -235,6 +248,9 @@ private:
     Outcome log_change(std::string_view action, std::string_view ca_sn, std::string_view device_sn,
                        std::optional<CertStatus> old_status, std::optional<CertStatus> new_status,
                        std::string_view caller, std::int64_t time_ms);
+    /// Writes `entry` under entry.seq (with the mdb_put `flags`) and trims
+    /// the log to the retention. Leaves the next seq alone.
+    Outcome put_change(const ChangeEntry& entry, unsigned flags);
     Outcome patch_status(MDB_dbi dbi, std::string_view key, const MDB_val& current, std::size_t header_size,
                          CertStatus status, std::int64_t time_ms, std::string_view what);
     /// A device record about to be changed: its key and its raw value, whose

@@ -152,12 +152,15 @@ Outcome TxnView::log_change(std::string_view action, std::string_view ca_sn, std
     entry.old_status = old_status;
     entry.new_status = new_status;
     entry.caller.assign(caller);
-    std::uint8_t key[8];
-    fmtx::seq_key(seq, key);
-    if (auto r = put(impl_.changes, seq_key_view(key), fmtx::encode_change(entry), MDB_APPEND, "append change log");
-        !r)
-        return r;
     if (auto r = add_to_counter(fmtx::kNextSeqKey, static_cast<std::int64_t>(seq + 1 - *next)); !r) return r;
+    return put_change(entry, MDB_APPEND);
+}
+
+Outcome TxnView::put_change(const ChangeEntry& entry, unsigned flags) {
+    std::uint8_t key[8];
+    fmtx::seq_key(entry.seq, key);
+    if (auto r = put(impl_.changes, seq_key_view(key), fmtx::encode_change(entry), flags, "append change log"); !r)
+        return r;
 
     MDB_stat stat{};
     if (const int rc = mdb_stat(txn_, impl_.changes, &stat); rc != 0) return fail(rc, "count change log");
