@@ -13,6 +13,7 @@ everywhere leave one contiguous sequence and identical replicas."""
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -127,9 +128,12 @@ def assert_logs_match_fleet(fleet, brokers):
 
 
 def assert_consistent(broker):
+    """CheckFleet on the broker's replica (which is at the fleet's head)."""
     code, report = broker.check_fleet()
     assert code == 0, f"CheckFleet on {broker.name}'s replica: exit {code}\n{report}"
     assert isinstance(report, dict), f"CheckFleet printed no JSON report: {report!r}"
+    assert (report["Consistent"], report["DifferenceCount"], report["Differences"]) == (True, 0, []), report
+    assert report["ReplicaEpoch"] == report["FleetEpoch"] and report["BehindBy"] == 0, report
     return report
 
 
@@ -467,14 +471,24 @@ def test_a_stopped_broker_catches_up_before_it_accepts_devices(members, fleet, p
     assert_consistent(b)
 
 
-def toggler(broker, serials, stop, answers, seed):
+def toggler(broker, serials, stop, answers, seed, latencies=None):
     """Inactivates and activates random devices through the broker until
-    stop is set; appends each (status, Code) answered."""
+    stop is set; appends each (status, Code) answered, and each call's
+    duration in seconds to latencies."""
     rng = random.Random(seed)
     while not stop.is_set():
         action = rng.choice(["InactivateDeviceCertificate", "ActiveDeviceCertificate"])
+        started = time.monotonic()
         status, body = broker.admin(action, CaSn=CA, DeviceSn=rng.choice(serials))
+        if latencies is not None:
+            latencies.append(time.monotonic() - started)
         answers.append((status, body.get("Code")))
+
+
+def server_log(pg):
+    """PostgreSQL's own log (deadlocks, errors)."""
+    path = Path(pg.dir) / "server.log"
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def test_a_broker_killed_while_it_applies_changes_restarts_cleanly_and_applies_each_once(members, fleet, pki):
@@ -560,8 +574,9 @@ def test_concurrent_writers_on_every_broker_leave_a_contiguous_sequence_and_iden
     serials = [f"f09{i}" for i in range(8)]
     for s in serials:
         register(brokers[0], pki.device(s))
-    stop, answers = threading.Event(), []
-    threads = [threading.Thread(target=toggler, args=(x, serials, stop, answers, 100 * i + j))
+    stop, answers, latencies = threading.Event(), [], []
+    deadlocks_before = server_log(fleet.pg).count("deadlock detected")
+    threads = [threading.Thread(target=toggler, args=(x, serials, stop, answers, 100 * i + j, latencies))
                for i, x in enumerate(brokers) for j in range(4)]
     for t in threads:
         t.start()
@@ -574,7 +589,11 @@ def test_concurrent_writers_on_every_broker_leave_a_contiguous_sequence_and_iden
     last_seq, trimmed, _ = fleet.head()
     assert trimmed == 0
     assert fleet.seqs() == list(range(1, last_seq + 1))
-    assert last_seq > 50, f"only {last_seq} changes from {len(answers)} calls"
+    # Twelve writers for 4 s make hundreds of calls when writes do not wait
+    # on each other across brokers.
+    deadlocks = server_log(fleet.pg).count("deadlock detected") - deadlocks_before
+    assert last_seq > 50, (f"only {last_seq} changes from {len(answers)} calls in 4 s; slowest calls "
+                           f"{sorted(round(x, 2) for x in latencies)[-5:]} s; PostgreSQL detected {deadlocks} deadlocks")
     all_at_head(fleet, brokers, 10.0)
     # Each device's changes chain: every change starts from the status the
     # previous one left.
