@@ -336,7 +336,9 @@ Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t l
     for (int i = 0; i < rows->size(); ++i) {
         if (rows->null(i, 3)) break;
         FleetChange change;
-        if (!fleet_detail::change_from_row(*rows, i, 3, change))
+        // Entries up to trimmed_through are never applied (they are history
+        // moved in by MigrateToFleet, which carries no records).
+        if (!fleet_detail::change_from_row(*rows, i, 3, change, rows->u64(i, 3) > batch.head.trimmed_through))
             return make_error(Errc::store_error,
                               fmt::format("fleet database: change log entry {} is unreadable", rows->text(i, 3)));
         if (change.entry.seq == after)
@@ -611,7 +613,9 @@ Result<std::uint64_t> Fleet::trim(std::uint64_t retention) {
     auto run = [&]() -> Result<std::uint64_t> {
         auto head = read_head(d.conn, instance);
         if (!head) return head.error();
-        if (head->last_seq <= retention || head->last_seq - retention <= head->trimmed_through) return std::uint64_t{0};
+        // Not bounded by trimmed_through: entries at or below it may still be
+        // there (history moved in by MigrateToFleet) and are trimmed alike.
+        if (head->last_seq <= retention) return std::uint64_t{0};
         const std::string cut = std::to_string(head->last_seq - retention);
         // Entries and trimmed_through move together, so a follower reading
         // both in one snapshot never sees a hole it cannot explain.

@@ -158,7 +158,8 @@ struct FleetNode::Impl {
     Result<FleetHead> resync(const std::string& reason) {
         say(FleetLogLevel::warning, fmt::format("fleet: rebuilding the replica from a snapshot: {}", reason));
         const auto started = std::chrono::steady_clock::now();
-        auto head = replica_resync(replica, [&](FleetSnapshotSink& sink) { return follow->snapshot(sink); });
+        auto head = replica_resync(
+            replica, [&](FleetSnapshotSink& sink) { return follow->snapshot(sink); }, estimated_snapshot_bytes());
         if (!head) return head.error();
         resyncs.fetch_add(1, std::memory_order_relaxed);
         set_epoch(head->epoch);
@@ -171,6 +172,28 @@ struct FleetNode::Impl {
             fmt::format("fleet: replica rebuilt at change {} in {} ms", head->last_seq, ms));
         if (on_applied) on_applied();
         return head;
+    }
+
+    /// What a snapshot will take in the replica, roughly (records with a
+    /// PEM of about 1 KB, and LMDB's overhead), so that the map is grown
+    /// once up front rather than by doubling, each doubling starting the
+    /// load over. 0 when the counts cannot be read.
+    std::uint64_t estimated_snapshot_bytes() {
+        std::uint64_t cas = 0;
+        std::uint64_t devices = 0;
+        const Outcome counted = follow->read([&](ReadView& r) -> Outcome {
+            auto c = r.ca_count();
+            if (!c) return c.error();
+            auto d = r.device_count();
+            if (!d) return d.error();
+            cas = *c;
+            devices = *d;
+            return Ok{};
+        });
+        if (!counted) return 0;
+        constexpr std::uint64_t kBytesPerDevice = 2048;
+        constexpr std::uint64_t kBytesPerCa = 8192;
+        return devices * kBytesPerDevice + cas * kBytesPerCa;
     }
 
     /// One round: fetch after the position and act on it. Returns true when
@@ -201,6 +224,7 @@ struct FleetNode::Impl {
                     auto applied = replica_apply(replica, position->epoch, run);
                     if (!applied) return applied.error();
                     note_applied(plan.new_seq);
+                    refresh_queue_length();  // applied registrations leave the queue
                     if (on_applied) on_applied();
                 }
                 const std::size_t next = plan.first + plan.count;

@@ -244,7 +244,7 @@ bool decode_device_record(std::string_view json, std::string_view ca_sn, std::st
     });
 }
 
-bool change_from_row(const pg::Rows& r, int i, int c, FleetChange& out) {
+bool change_from_row(const pg::Rows& r, int i, int c, FleetChange& out, bool record_required) {
     ChangeEntry& e = out.entry;
     e.seq = r.u64(i, c + 0);
     e.time_ms = r.i64(i, c + 1);
@@ -256,7 +256,7 @@ bool change_from_row(const pg::Rows& r, int i, int c, FleetChange& out) {
     e.caller = r.text(i, c + 7);
     out.ca.reset();
     out.device.reset();
-    if (r.null(i, c + 8)) return !e.new_status.has_value();
+    if (r.null(i, c + 8)) return !record_required || !e.new_status.has_value();
     if (e.device_sn.empty()) {
         CaRecord ca;
         if (!decode_ca_record(r.text(i, c + 8), e.ca_sn, ca)) return false;
@@ -549,7 +549,8 @@ Result<std::vector<ChangeEntry>> FleetWriteView::changes_after(std::uint64_t sin
     out.reserve(static_cast<std::size_t>(rows->size()));
     for (int i = 0; i < rows->size(); ++i) {
         FleetChange change;
-        if (!change_from_row(*rows, i, 0, change))
+        // Only the entry is used here: a migrated one without its record is fine.
+        if (!change_from_row(*rows, i, 0, change, false))
             return make_error(Errc::store_error,
                               fmt::format("change log record '{}' is unreadable", rows->text(i, 0)));
         out.push_back(std::move(change.entry));

@@ -113,7 +113,11 @@ extern const char* const kDeviceColumns;
 extern const char* const kChangeColumns;
 CaRecord ca_from_row(const pg::Rows& rows, int row, int first_col = 0);
 DeviceRecord device_from_row(const pg::Rows& rows, int row, int first_col = 0);
-/// A change row (kChangeColumns from first_col); false if its record is unreadable.
-bool change_from_row(const pg::Rows& rows, int row, int first_col, FleetChange& out);
+/// A change row (kChangeColumns from first_col); false if its record is
+/// unreadable, or absent from a change that leaves one while
+/// `record_required` (a follower would take it for a removal). Entries moved
+/// in by MigrateToFleet have none: they are all at or below trimmed_through,
+/// so no follower applies them, but they are listed.
+bool change_from_row(const pg::Rows& rows, int row, int first_col, FleetChange& out, bool record_required = true);
 
 }  // namespace devcert::fleet_detail
