@@ -11,6 +11,7 @@ broker catches up (or rebuilds) before it accepts devices; concurrent writers
 everywhere leave one contiguous sequence and identical replicas."""
 
 import random
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -451,6 +452,19 @@ def test_an_outage_keeps_connections_checked_refuses_writes_and_ends_with_catch_
 
 # ----------------------------------------------------------- catching up
 
+def first_connack(broker, dev, client_id, timeout=20.0):
+    """Connects as soon as the broker's device listener accepts a
+    connection; returns the first CONNACK reason code."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return connack(broker, dev, client_id)
+        except (ConnectionRefusedError, ConnectionResetError):
+            assert broker.proc.poll() is None, broker.run_log()
+            time.sleep(0.005)
+    raise AssertionError(f"{broker.name} never accepted a connection:\n{broker.run_log()}")
+
+
 def test_a_stopped_broker_catches_up_before_it_accepts_devices(members, fleet, pki):
     a, b = members("a"), members("b")
     dev, later = pki.device("f060"), pki.device("f061")
@@ -460,9 +474,22 @@ def test_a_stopped_broker_catches_up_before_it_accepts_devices(members, fleet, p
     a.ok("InactivateDeviceCertificate", CaSn=CA, DeviceSn="f060")
     register(a, later, status="0")
     head = fleet.head()[0]
-    b.start()
-    # The first connection after start-up already meets the fleet's state.
-    assert connack(b, dev, "f060-on-b") == NOT_AUTHORIZED, b.run_log()
+    # The change log is locked for 2 s while b starts: its catch-up waits for
+    # the lock; a broker that opened its listener before catching up would
+    # accept the device from its stale replica meanwhile.
+    holder = subprocess.Popen(["/usr/bin/psql", "-X", "-q", "-d", fleet.conninfo, "-c",
+                               "BEGIN; LOCK TABLE devcert.changes IN ACCESS EXCLUSIVE MODE; "
+                               "SELECT pg_sleep(2); COMMIT;"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: fleet.sql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' "
+                                            "AND relation = 'devcert.changes'::regclass") == "1"), "no lock"
+        b.start(expect_ready=False)
+        assert first_connack(b, dev, "f060-on-b") == NOT_AUTHORIZED, b.run_log()
+    finally:
+        _, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err
+    b.wait_ready()
     assert connack(b, later, "f061-on-b") == NOT_AUTHORIZED, b.run_log()
     stats = b.fleet_stats()
     assert (stats["Position"], stats["Head"], stats["Resyncs"]) == (head, head, 0), stats
