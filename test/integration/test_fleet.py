@@ -10,6 +10,7 @@ broker catches up alone when it is back; a stopped, killed or far-behind
 broker catches up (or rebuilds) before it accepts devices; concurrent writers
 everywhere leave one contiguous sequence and identical replicas."""
 
+import json
 import random
 import subprocess
 import threading
@@ -227,6 +228,28 @@ def test_a_device_inactivated_through_one_broker_is_kicked_on_the_others_and_ref
     assert fleet.device_status(CA, "f010") == "0"
     all_at_head(fleet, [a, b, c])
     assert_logs_match_fleet(fleet, [a, b, c])
+
+
+def test_a_change_made_with_devcertctl_on_the_fleet_reaches_every_broker(members, fleet, pki):
+    a, b = members("a"), members("b")
+    dev = pki.device("f0d0")
+    register(a, dev)
+    all_at_head(fleet, [a, b])
+    session = connect(b, dev, "f0d0-on-b")
+    try:
+        done = fleet.ctl("InactivateDeviceCertificate", CaSn=CA, DeviceSn="f0d0")
+        answered = time.monotonic()
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["DeviceSn"] == "f0d0", done.stdout
+        assert wait_kicked(session) == ADMINISTRATIVE_ACTION, b.run_log()
+        assert time.monotonic() - answered < 1.0
+    finally:
+        session.close()
+    all_at_head(fleet, [a, b])
+    assert [x.device_status(CA, "f0d0") for x in (a, b)] == ["0", "0"]
+    assert [ch[1] for ch in fleet.changes("device_sn = 'f0d0'")] == ["RegisterDeviceCertificate",
+                                                                     "InactivateDeviceCertificate"]
+    assert_logs_match_fleet(fleet, [a, b])
 
 
 def test_a_ca_inactivated_through_one_broker_kicks_its_devices_on_every_broker(members, fleet, pki):
