@@ -1,5 +1,6 @@
-// The two ways devcertctl reaches the admin API: over the broker's admin
-// socket, or directly on a status store while no broker needs to run.
+// The ways devcertctl reaches the admin API: over the broker's admin socket,
+// directly on a status store while no broker needs to run, or directly on a
+// fleet database (fleet_calls.cpp).
 #pragma once
 
 #include <string>
@@ -28,5 +29,19 @@ Reply call_socket(const std::string& socket_path, const std::string& action, con
 /// Runs the call in this process on the store in `db_dir`, as the calling
 /// user, with the policy and rate limit off. Throws Unreachable.
 Reply call_store(const std::string& db_dir, const std::string& action, const Params& params);
+
+/// Runs the call in this process on the fleet database of `conninfo`, for
+/// the instance the call's MqttInstanceId names, as the calling user, with
+/// the policy and rate limit off (like call_store). CaNumExceed applies the
+/// fleet's recorded "max_ca" (meta), else the default. Throws Unreachable
+/// for a connection string that does not parse, a database that cannot be
+/// reached, a schema this build does not read, and an instance the fleet
+/// does not hold; the message never holds the password.
+Reply call_fleet(const std::string& conninfo, const std::string& action, const Params& params);
+
+/// InitFleet: Fleet::init for `instance_id`, then the instance's head.
+/// Returns {"InstanceId", "SchemaVersion", "Epoch", "LastSeq"}. Throws
+/// Unreachable as call_fleet.
+Reply init_fleet(const std::string& conninfo, const std::string& instance_id);
 
 }  // namespace devcertctl

@@ -67,14 +67,23 @@ bool is_help(const std::string& arg) { return arg == "--help" || arg == "-h"; }
 
 // Options of devcertctl itself; lower-case, so no operation parameter can
 // take their names, and they may come before or after the operation.
-bool apply_global_option(const std::string& name, std::string value, Invocation& call, bool& socket_given) {
+struct Given {
+    bool socket = false;
+    bool fleet = false;
+};
+
+bool apply_global_option(const std::string& name, std::string value, Invocation& call, Given& given) {
     if (name == "socket") {
         if (value.empty()) throw UsageError{"--socket needs a path"};
         call.socket = std::move(value);
-        socket_given = true;
+        given.socket = true;
     } else if (name == "db") {
         if (value.empty()) throw UsageError{"--db needs a directory"};
         call.db = std::move(value);
+    } else if (name == "fleet") {
+        if (value.empty()) throw UsageError{"--fleet needs a connection string"};
+        call.fleet = std::move(value);
+        given.fleet = true;
     } else if (name == "output") {
         if (value == "json") {
             call.output = OutputFormat::json;
@@ -89,13 +98,67 @@ bool apply_global_option(const std::string& name, std::string value, Invocation&
     return true;
 }
 
+const FleetCommand* find_fleet_command(std::string_view name) {
+    for (const FleetCommand& command : fleet_commands()) {
+        if (command.name == name) return &command;
+    }
+    return nullptr;
+}
+
+// The parameters of a fleet command: MqttInstanceId only (or
+// $DEVCERT_INSTANCE_ID), and global options.
+Parsed parse_fleet_command(const std::vector<std::string>& args, std::size_t i, Invocation call, Given given,
+                           const char* (*env)(const char*)) {
+    Parsed parsed;
+    const FleetCommand& command = *call.fleet_command;
+    for (; i < args.size(); ++i) {
+        const std::string& arg = args[i];
+        if (is_help(arg)) {
+            parsed.help = fleet_command_help(command);
+            return parsed;
+        }
+        if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+            throw UsageError{fmt::format("unexpected argument '{}': parameters are given as --Name value", arg)};
+        }
+        auto [name, value] = option_with_value(args, i);
+        if (apply_global_option(name, value, call, given)) continue;
+        if (name != "MqttInstanceId") {
+            throw UsageError{fmt::format("{} has no parameter --{} (devcertctl {} --help)", command.name, name,
+                                         command.name)};
+        }
+        if (!call.params.empty()) throw UsageError{"--MqttInstanceId is given twice"};
+        call.params.emplace_back(std::move(name), std::move(value));
+    }
+    if (!given.fleet && (given.socket || call.db)) call.fleet.reset();
+    if (!call.fleet) throw UsageError{fmt::format("{} works on a fleet database: give --fleet CONNINFO", command.name)};
+    if (given.socket || call.db) throw UsageError{fmt::format("{} takes --fleet only, not --socket or --db", command.name)};
+    if (call.all_pages) throw UsageError{fmt::format("--all walks lists; {} is not one", command.name)};
+    if (call.params.empty()) {
+        if (const char* instance = env("DEVCERT_INSTANCE_ID"); instance != nullptr && *instance != '\0') {
+            call.params.emplace_back("MqttInstanceId", instance);
+        } else {
+            throw UsageError{fmt::format("{} needs --MqttInstanceId (devcertctl {} --help)", command.name, command.name)};
+        }
+    }
+    parsed.call = std::move(call);
+    return parsed;
+}
+
 }  // namespace
+
+const std::vector<FleetCommand>& fleet_commands() {
+    static const std::vector<FleetCommand> commands{
+        {"InitFleet", "create the fleet schema (or upgrade it to this version) and the instance; idempotent"},
+    };
+    return commands;
+}
 
 Parsed parse_command_line(const std::vector<std::string>& args, const char* (*env)(const char*)) {
     Parsed parsed;
     Invocation call;
     if (const char* socket = env("DEVCERT_SOCKET"); socket != nullptr && *socket != '\0') call.socket = socket;
-    bool socket_given = false;
+    if (const char* fleet = env("DEVCERT_FLEET"); fleet != nullptr && *fleet != '\0') call.fleet = fleet;
+    Given options_given;
 
     std::size_t i = 0;
     for (; i < args.size(); ++i) {
@@ -110,13 +173,15 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
             continue;
         }
         auto [name, value] = option_with_value(args, i);
-        if (!apply_global_option(name, std::move(value), call, socket_given)) {
+        if (!apply_global_option(name, std::move(value), call, options_given)) {
             throw UsageError{fmt::format("unknown option --{} (devcertctl --help lists them)", name)};
         }
     }
     if (i == args.size()) throw UsageError{"no operation given (devcertctl --help lists them)"};
 
     const std::string& action = args[i++];
+    call.fleet_command = find_fleet_command(action);
+    if (call.fleet_command != nullptr) return parse_fleet_command(args, i, std::move(call), options_given, env);
     call.operation = devcert::find_operation(action);
     if (call.operation == nullptr) {
         throw UsageError{fmt::format("unknown operation '{}' (devcertctl --help lists them)", action)};
@@ -137,7 +202,7 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
             continue;
         }
         auto [name, value] = option_with_value(args, i);
-        if (apply_global_option(name, value, call, socket_given)) continue;
+        if (apply_global_option(name, value, call, options_given)) continue;
         const ParamSpec* spec = devcert::find_param(op, name);
         if (spec == nullptr) {
             throw UsageError{fmt::format("{} has no parameter --{} (devcertctl {} --help lists them)", op.name, name,
@@ -152,7 +217,11 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
         call.params.emplace_back(std::move(name), std::move(value));
     }
 
-    if (socket_given && call.db) throw UsageError{"--socket and --db exclude each other"};
+    // $DEVCERT_FLEET is a default like $DEVCERT_SOCKET: --socket or --db
+    // on the command line wins over it.
+    if (!options_given.fleet && (options_given.socket || call.db)) call.fleet.reset();
+    if (options_given.socket + call.db.has_value() + call.fleet.has_value() > 1)
+        throw UsageError{"--socket, --db and --fleet exclude each other"};
     if (call.all_pages) {
         if (devcert::find_param(op, "NextToken") == nullptr)
             throw UsageError{fmt::format("--all walks lists; {} is not one", op.name)};
@@ -188,16 +257,22 @@ Parsed parse_command_line(const std::vector<std::string>& args, const char* (*en
 
 std::string general_help() {
     std::string text = fmt::format(
-        "usage: devcertctl [--socket PATH | --db DIR] [--output json|table] [--all] <Operation> [--<Param> <value>]...\n"
+        "usage: devcertctl [--socket PATH | --db DIR | --fleet CONNINFO] [--output json|table] [--all]\n"
+        "                  <Operation> [--<Param> <value>]...\n"
+        "       devcertctl --fleet CONNINFO InitFleet --MqttInstanceId ID\n"
         "\n"
         "Calls an operation of the mosquitto-devcert admin API and prints its JSON response.\n"
         "Exit status: 0 success, 1 the API refused the call (its error is printed), 2 usage\n"
-        "error or the admin socket cannot be reached.\n"
+        "error, or the admin socket, store or fleet database cannot be reached.\n"
         "\n"
         "options:\n"
         "  --socket PATH    the broker's admin socket (default {}, or $DEVCERT_SOCKET)\n"
         "  --db DIR         work on the status store in DIR directly, without a broker; the\n"
         "                   store's file permissions decide who may\n"
+        "  --fleet CONNINFO work on the fleet database directly, without a broker (default\n"
+        "                   $DEVCERT_FLEET); a libpq connection string, postgresql:// URI or\n"
+        "                   service name; PostgreSQL's privileges decide who may. The\n"
+        "                   instance is the call's MqttInstanceId\n"
         "  --output FORMAT  json (default) or table (lists as aligned columns, for people)\n"
         "  --all            for a list: every page (following NextToken), as one list\n"
         "  -h, --help       this help; after an operation, that operation's parameters\n"
@@ -209,10 +284,26 @@ std::string general_help() {
         kDefaultSocket);
     std::size_t width = 0;
     for (const Operation& op : devcert::operations()) width = std::max(width, op.name.size());
+    for (const FleetCommand& command : fleet_commands()) width = std::max(width, command.name.size());
     for (const Operation& op : devcert::operations()) {
         text += fmt::format("  {:<{}}  {}\n", op.name, width, op.help);
     }
+    text += "\nfleet commands (with --fleet):\n";
+    for (const FleetCommand& command : fleet_commands()) {
+        text += fmt::format("  {:<{}}  {}\n", command.name, width, command.help);
+    }
     return text;
+}
+
+std::string fleet_command_help(const FleetCommand& command) {
+    return fmt::format(
+        "usage: devcertctl --fleet CONNINFO {} --MqttInstanceId <text>\n\n{}.\n"
+        "Run it as a role that may create the schema; safe to run from several places at once.\n"
+        "Prints {{\"InstanceId\", \"SchemaVersion\", \"Epoch\", \"LastSeq\"}} of the instance.\n\n"
+        "parameters:\n"
+        "  --MqttInstanceId <text>  the instance (plugin_opt_instance_id of the fleet's brokers); required,\n"
+        "                           default $DEVCERT_INSTANCE_ID\n",
+        command.name, command.help);
 }
 
 std::string operation_help(const Operation& op) {

@@ -3,6 +3,7 @@
 // printed), 2 a usage error or no way to reach the API.
 #include <curl/curl.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -28,9 +29,18 @@ int fail(const std::string& message) {
     return kExitUsage;
 }
 
+devcertctl::Reply call_once(const devcertctl::Invocation& call, const std::string& action,
+                            const devcertctl::Params& params) {
+    using namespace devcertctl;
+    if (call.db) return call_store(*call.db, action, params);
+    if (call.fleet) return call_fleet(*call.fleet, action, params);
+    return call_socket(call.socket, action, params);
+}
+
 // --all: calls page after page, following NextToken, and answers as if
 // one call had returned every record (Data holds the list and Total). An
-// error on any page is that page's error.
+// error on any page is that page's error. A store that gives no NextToken
+// (the fleet's pages by number only) is walked by PageNo until Total.
 devcertctl::Reply call_all_pages(const devcertctl::Invocation& call, const std::string& action) {
     using namespace devcertctl;
     using Json = nlohmann::ordered_json;
@@ -40,21 +50,29 @@ devcertctl::Reply call_all_pages(const devcertctl::Invocation& call, const std::
     std::string list_field;
     Json total;
     std::string request_id;
-    for (;;) {
-        Reply reply = call.db ? call_store(*call.db, action, params) : call_socket(call.socket, action, params);
+    for (std::uint64_t page_no = 1;; ++page_no) {
+        Reply reply = call_once(call, action, params);
         if (reply.http_status != 200) return reply;
         Json page = Json::parse(reply.body, nullptr, false);
         if (page.is_discarded() || !page.contains("Data") || !page["Data"].is_object()) return reply;
         const Json& data = page["Data"];
+        std::size_t served = 0;
         for (const auto& [key, value] : data.items()) {
             if (!value.is_array()) continue;
             list_field = key;
+            served += value.size();
             for (const auto& record : value) records.push_back(record);
         }
         total = data.value("Total", Json());
         request_id = page.value("RequestId", "");
-        if (!data.contains("NextToken") || !data["NextToken"].is_string()) break;
-        params.back() = {"NextToken", data["NextToken"].get<std::string>()};
+        if (data.contains("NextToken") && data["NextToken"].is_string()) {
+            params.back() = {"NextToken", data["NextToken"].get<std::string>()};
+            continue;
+        }
+        const bool by_number = params.back().first == "PageNo";
+        if (!by_number || served == 0 || !total.is_number_unsigned() || records.size() >= total.get<std::uint64_t>())
+            break;
+        params.back() = {"PageNo", std::to_string(page_no + 1)};
     }
     Json combined = {{"RequestId", request_id}, {"Data", {{list_field, std::move(records)}, {"Total", total}}}};
     return Reply{200, combined.dump(-1, ' ', false, Json::error_handler_t::replace)};
@@ -73,13 +91,15 @@ int run(const std::vector<std::string>& args) {
         return kExitOk;
     }
     const Invocation& call = *parsed.call;
-    const std::string action(call.operation->name);
     Reply reply;
     try {
-        if (call.all_pages) {
-            reply = call_all_pages(call, action);
+        if (call.fleet_command != nullptr) {
+            // InitFleet, the only fleet command so far.
+            reply = init_fleet(*call.fleet, call.params.at(0).second);
+        } else if (call.all_pages) {
+            reply = call_all_pages(call, std::string(call.operation->name));
         } else {
-            reply = call.db ? call_store(*call.db, action, call.params) : call_socket(call.socket, action, call.params);
+            reply = call_once(call, std::string(call.operation->name), call.params);
         }
     } catch (const Unreachable& error) {
         return fail(error.message);

@@ -27,10 +27,11 @@ def cpus_available():
         return os.cpu_count() or 1
 
 
-def listener_lines(log_file, plain_port, tls_port, pki):
+def listener_lines(log_file, plain_port, tls_port, pki, cafile=None):
     """mosquitto.conf lines: a plain listener (to probe readiness) and the
     TLS device listener with client certificates required, logging errors
-    and warnings only. Configurations add their own lines after these."""
+    and warnings only. Configurations add their own lines after these.
+    `cafile` (default: the PKI's CA) may bundle the CAs of several PKIs."""
     return [
         "user root" if os.geteuid() == 0 else "",
         "per_listener_settings false",
@@ -43,7 +44,7 @@ def listener_lines(log_file, plain_port, tls_port, pki):
         "connection_messages false",
         f"listener {plain_port} 127.0.0.1",
         f"listener {tls_port} 127.0.0.1",
-        f"cafile {pki / 'ca.crt'}",
+        f"cafile {cafile or pki / 'ca.crt'}",
         f"certfile {pki / 'server.crt'}",
         f"keyfile {pki / 'server.key'}",
         "require_certificate true",

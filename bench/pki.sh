@@ -3,7 +3,9 @@
 # 127.0.0.1 and K device certificates with known serials, so that the store
 # filler, the CRL maker and the load generator agree on who is who.
 #
-#   bench/pki.sh DIR [K]      # K device certificates (default 32)
+#   bench/pki.sh DIR [K] [CASN]   # K device certificates (default 32), CA serial
+#                                 # CASN in hex (default 0ca1: a second PKI for
+#                                 # the same store needs another)
 #
 # DIR/ca.crt ca.key                   root CA (CN=devcert bench CA)
 # DIR/server.crt server.key           CN=localhost, SAN IP:127.0.0.1
@@ -15,16 +17,24 @@
 # so a connecting device is never revoked or inactive by accident.
 set -euo pipefail
 
-if [[ $# -lt 1 || $# -gt 2 || ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+if [[ $# -lt 1 || $# -gt 3 || ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 dir=$1
 count=${2:-32}
+ca_serial=${3:-0ca1}
 if ! [[ $count =~ ^[0-9]+$ ]] || ((count < 1 || count > 100000)); then
   echo "pki.sh: K must be a whole number from 1 to 100000, got '$count'" >&2
   exit 2
 fi
+
+if ! [[ $ca_serial =~ ^[0-9a-f]{1,40}$ ]]; then
+  echo "pki.sh: CASN must be hexadecimal (lower case), got '$ca_serial'" >&2
+  exit 2
+fi
+ca_cn="devcert bench CA"
+[[ $ca_serial == 0ca1 ]] || ca_cn="devcert bench CA $ca_serial"
 
 mkdir -p "$dir/devices"
 cd "$dir"
@@ -54,8 +64,8 @@ CNF
 newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 
 newkey ca.key
-openssl req -new -x509 -key ca.key -subj "/O=devcert bench/CN=devcert bench CA" -days $days \
-  -set_serial 0x0ca1 -sha256 -extensions v3 -config <(printf '[req]\ndistinguished_name=dn\n[dn]\n[v3]\n%s\n' "$(cat ext-ca.cnf)") \
+openssl req -new -x509 -key ca.key -subj "/O=devcert bench/CN=$ca_cn" -days $days \
+  -set_serial "0x$ca_serial" -sha256 -extensions v3 -config <(printf '[req]\ndistinguished_name=dn\n[dn]\n[v3]\n%s\n' "$(cat ext-ca.cnf)") \
   -out ca.crt
 
 newkey server.key

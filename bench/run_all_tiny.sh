@@ -33,6 +33,11 @@ expect_usage_error "unknown argument '--bogus'" "$build/bench/devcert_fill_store
 expect_usage_error "--count: expected a whole number" "$build/bench/devcert_fill_store" --count -1
 expect_usage_error "--port: expected a whole number from 1 to 65535, got '70000'" "$build/bench/devcert_loadgen" --port 70000
 expect_usage_error "--certs needs a value" "$build/bench/devcert_loadgen" --port 1 --certs
+expect_usage_error "--sessions: expected a whole number" "$build/bench/devcert_hold_sessions" --port 1 --sessions x
+expect_usage_error "--sessions is required" "$build/bench/devcert_hold_sessions" --port 1 --certs /nonexistent
+expect_usage_error "--keepalive: expected a whole number from 1 to 65535, got '0'" "$build/bench/devcert_hold_sessions" --keepalive 0
+expect_usage_error "--sessions: expected counts separated by commas" "$python" "$here/many_sessions.py" --sessions 1,x
+expect_usage_error "--seconds: expected a number above 0" "$python" "$here/many_sessions.py" --seconds 0
 
 step "PKI"
 "$here/pki.sh" "$work/pki" 4 >/dev/null
@@ -61,6 +66,9 @@ if [[ -f "$here/admin_bench.py" ]]; then
   step "admin_bench.py"
   "$python" "$here/admin_bench.py" --build "$build" --tiny --work "$work/admin"
 fi
+step "many_sessions.py (N = 0 and 50, 1 s phases)"
+"$python" "$here/many_sessions.py" --build "$build" --tiny --work "$work/many" >/dev/null
+
 step "soak.py (45 s: churn, admin calls, RSS and descriptors; fails on a wrong outcome or growth)"
 "$python" "$here/soak.py" --build "$build" --seconds 45 --work "$work/soak" >/dev/null
 

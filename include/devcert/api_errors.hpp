@@ -7,6 +7,7 @@
 //   CertificateRevoked (400)      activating or deleting a revoked device certificate
 //   UnsupportedMediaType (415)    a body that is neither form-encoded nor JSON
 //   MethodNotAllowed (405)        an HTTP method other than GET or POST
+//   FleetUnavailable (503)        fleet mode: the fleet database cannot be reached, nothing changed
 // Transport refusals that concern the parameters themselves (too many, a value
 // too large, a malformed body) are ParameterFieldCheckFailed, 400, like any
 // other bad parameter; a body over the size cap is ParameterFieldCheckFailed
@@ -45,17 +46,19 @@ enum class ApiError : std::uint8_t {
     certificate_revoked,
     unsupported_media_type,
     method_not_allowed,
+    fleet_unavailable,
 };
 
 /// Every ApiError, in declaration order (tests walk it; the static_assert in
 /// api_errors.cpp keeps it complete).
-inline constexpr std::array<ApiError, 18> kAllApiErrors = {
+inline constexpr std::array<ApiError, 19> kAllApiErrors = {
     ApiError::parameter_invalid,  ApiError::request_too_large,          ApiError::device_not_found,
     ApiError::ca_not_found,       ApiError::instance_not_found,         ApiError::permission_denied,
     ApiError::instance_permission_denied, ApiError::register_code_error, ApiError::register_code_used,
     ApiError::certificate_content_error,  ApiError::sn_not_unique,      ApiError::ca_num_exceed,
     ApiError::internal_error,     ApiError::action_not_found,           ApiError::throttled,
     ApiError::certificate_revoked, ApiError::unsupported_media_type,    ApiError::method_not_allowed,
+    ApiError::fleet_unavailable,
 };
 
 struct ApiErrorInfo {

@@ -337,8 +337,8 @@ ApiResponse Api::Impl::finish(const Caller& caller, CallRecord& call) noexcept {
 Result<std::unique_ptr<Api>> Api::create(const AdminContext& context) { return create(context, ApiOptions{}); }
 
 Result<std::unique_ptr<Api>> Api::create(const AdminContext& context, ApiOptions options) {
-    if (context.store == nullptr || context.config == nullptr) {
-        return make_error(Errc::invalid_argument, "admin api needs a status store and a configuration");
+    if ((context.store == nullptr && context.records == nullptr) || context.config == nullptr) {
+        return make_error(Errc::invalid_argument, "admin api needs a status store (or records) and a configuration");
     }
     auto policy = context.config->admin_policy.empty() ? Result<AccessPolicy>(AccessPolicy::builtin(::geteuid()))
                                                        : AccessPolicy::load(context.config->admin_policy);

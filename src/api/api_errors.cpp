@@ -2,7 +2,7 @@
 
 namespace devcert {
 
-static_assert(static_cast<std::size_t>(ApiError::method_not_allowed) + 1 == kAllApiErrors.size(),
+static_assert(static_cast<std::size_t>(ApiError::fleet_unavailable) + 1 == kAllApiErrors.size(),
               "kAllApiErrors must list every ApiError");
 
 ApiErrorInfo api_error_info(ApiError error) noexcept {
@@ -48,6 +48,9 @@ ApiErrorInfo api_error_info(ApiError error) noexcept {
                     "The request body must be application/x-www-form-urlencoded or application/json."};
         case ApiError::method_not_allowed:
             return {"MethodNotAllowed", 405, "Only GET and POST are supported."};
+        case ApiError::fleet_unavailable:
+            return {"FleetUnavailable", 503,
+                    "The fleet database cannot be reached; nothing was changed. Try again later."};
     }
     return {"InternalError", 500, "An error occurred while processing your request. Try again later."};
 }

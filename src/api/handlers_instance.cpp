@@ -49,6 +49,23 @@ void get_stats(OperationCall& call) {
         {"ConnectedClients", connected},
         {"Counters", std::move(counters)},
     };
+    const auto fleet = call.context.records != nullptr ? call.context.records->fleet_stats() : std::nullopt;
+    if (fleet) {
+        // Lag in changes: what the fleet was seen to hold beyond what this
+        // broker's replica applied (0 when the replica is ahead of a stale
+        // head reading).
+        const std::uint64_t lag = fleet->head > fleet->position ? fleet->head - fleet->position : 0;
+        call.response["Data"]["Fleet"] = {
+            {"Connected", fleet->connected},
+            {"Epoch", fleet->epoch},
+            {"Position", fleet->position},
+            {"Head", fleet->head},
+            {"Lag", lag},
+            {"LagMs", fleet->lag_ms},
+            {"QueuedRegistrations", fleet->queued_registrations},
+            {"Resyncs", fleet->resyncs},
+        };
+    }
 }
 
 }  // namespace devcert

@@ -33,14 +33,16 @@ struct OperationCall {
     }
 };
 
-/// Runs a mutation: through the group-commit writer when the host has one,
-/// otherwise (devcertctl --db) directly on the store. Returns once durable.
+/// Runs a mutation: through the host's RecordAccess when it has one (fleet
+/// mode), else through the group-commit writer when it has one, otherwise
+/// (devcertctl --db) directly on the store. Returns once durable.
 Outcome commit(OperationCall& call, std::function<Outcome(WriteView&)> job);
 
 /// Runs a read-only transaction.
 Outcome read(OperationCall& call, const std::function<Outcome(ReadView&)>& fn);
 
-/// Sets call's error from a store failure (InternalError, with the reason).
+/// Sets call's error from a store failure: FleetUnavailable for
+/// Errc::unavailable (nothing changed), else InternalError, with the reason.
 void fail_store(OperationCall& call, const Error& error);
 
 /// Aborts a job's transaction for an API-level refusal, remembered in

@@ -18,6 +18,7 @@ Outcome read(OperationCall& call, const std::function<Outcome(ReadView&)>& fn) {
 }
 
 void fail_store(OperationCall& call, const Error& error) {
+    if (error.code == Errc::unavailable) return call.fail(ApiError::fleet_unavailable, error.message);
     call.fail(ApiError::internal_error, fmt::format("status store: {}", error.message));
 }
 

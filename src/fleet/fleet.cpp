@@ -99,8 +99,7 @@ struct Fleet::Impl {
     Outcome reachable() {
         const bool was_down = !conn.alive();
         if (!conn.ensure_alive())
-            return make_error(Errc::store_error,
-                              fmt::format("cannot reach the fleet database: {}", conn.last_message()));
+            return make_error(Errc::unavailable, fmt::format("fleet database unreachable: {}", conn.last_message()));
         if (was_down && listening) return listen_now();
         return Ok{};
     }
@@ -143,9 +142,13 @@ struct Fleet::Impl {
         committed = std::move(peek);
         auto r = conn.exec("commit", "COMMIT", {}, &failure);
         if (!r) {
+            // The server may have committed before the connection broke: this
+            // is not "unavailable, nothing changed".
             if (failure == pg::Failure::connection)
                 return make_error(Errc::store_error,
-                                  fmt::format("{} (whether the transaction committed is unknown)", r.error().message));
+                                  fmt::format("fleet database: the connection was lost during COMMIT, so the outcome "
+                                              "is unknown (the change may have been applied): {}",
+                                              r.error().message));
             return r.error();
         }
         return Ok{};
@@ -593,8 +596,9 @@ Result<bool> Fleet::wait_for_commit(std::chrono::milliseconds timeout) {
         return any;
     };
     auto lost = [&] {
-        return make_error(Errc::store_error,
-                          fmt::format("fleet database: waiting for commits failed: {}", d.conn.last_message()));
+        return make_error(Errc::unavailable,
+                          fmt::format("fleet database unreachable: waiting for commits failed: {}",
+                                      d.conn.last_message()));
     };
     if (PQconsumeInput(c) == 0) return lost();
     if (drain()) return true;

@@ -141,7 +141,7 @@ Result<Conn> Conn::open(std::string_view conninfo, unsigned connect_timeout_s) {
     // caller through the results instead.
     PQsetNoticeProcessor(conn.conn_.get(), [](void*, const char*) {}, nullptr);
     if (PQstatus(conn.conn_.get()) != CONNECTION_OK)
-        return make_error(Errc::store_error, fmt::format("cannot connect to the fleet database: {}", conn.last_message()));
+        return make_error(Errc::unavailable, fmt::format("fleet database unreachable: cannot connect: {}", conn.last_message()));
     return conn;
 }
 
@@ -213,7 +213,12 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
     const char* primary = res ? PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY) : nullptr;
     std::string why = primary ? secrets_.scrub(one_line(primary)) : last_message();
     if (!sqlstate.empty()) why += fmt::format(" (SQLSTATE {})", sqlstate);
-    if (kind == Failure::connection) why += "; the connection to the fleet database is lost";
+    if (kind == Failure::connection) {
+        // Nothing an open transaction did is kept when its connection is
+        // lost before COMMIT; the caller that was committing says otherwise.
+        return make_error(Errc::unavailable,
+                          fmt::format("fleet database unreachable: {} failed: {}; the connection is lost", what, why));
+    }
     return statement_error(what, why);
 }
 

@@ -74,14 +74,17 @@ std::string bytea_param(std::string_view raw);
 /// One connection, with the secrets of its connection string.
 class Conn {
 public:
-    /// Connects; the error names the server as libpq reports it, scrubbed.
+    /// Connects; the error (Errc::unavailable, or Errc::invalid_argument for
+    /// an unparseable string) names the server as libpq reports it, scrubbed.
     static Result<Conn> open(std::string_view conninfo, unsigned connect_timeout_s);
 
     PGconn* get() const noexcept { return conn_.get(); }
     const Secrets& secrets() const noexcept { return secrets_; }
 
     /// Runs one statement. On failure the error says `what` failed and why;
-    /// `failure` (if given) receives the classification.
+    /// `failure` (if given) receives the classification. A lost connection
+    /// is Errc::unavailable (the transaction, if any, did not commit unless
+    /// the statement was COMMIT: see Fleet::Impl::commit).
     Result<Rows> exec(std::string_view what, const char* sql, std::initializer_list<Param> params = {},
                       Failure* failure = nullptr);
     Result<Rows> exec(std::string_view what, const char* sql, const std::vector<Param>& params,

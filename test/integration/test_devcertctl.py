@@ -1,7 +1,7 @@
 """devcertctl on its own: help and argument checks from the operations table,
 exit statuses, @file parameters, what it sends over the socket (to a
-recording HTTP server on a UNIX socket), and --db on a store without a
-broker."""
+recording HTTP server on a UNIX socket), --db on a store without a
+broker, and --fleet on a fleet database (a PostgreSQL the tests start)."""
 
 import http.server
 import json
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from devcert_harness import devcertctl_path
+from pg_harness import PgServer
 
 OPERATIONS = [
     "GetRegisterCode", "RegisterCaCertificate", "ActiveCaCertificate", "InactivateCaCertificate",
@@ -109,8 +110,10 @@ def sent_params(server):
 def test_help_lists_every_operation_of_the_table_with_its_description():
     result = ctl("--help")
     assert result.returncode == 0
-    listed = re.findall(r"^  (\w+)  +\S", result.stdout.split("operations:\n", 1)[1], re.M)
+    operations, fleet_commands = result.stdout.split("operations:\n", 1)[1].split("fleet commands", 1)
+    listed = re.findall(r"^  (\w+)  +\S", operations, re.M)
     assert listed == OPERATIONS
+    assert re.findall(r"^  (\w+)  +\S", fleet_commands, re.M) == ["InitFleet"]
     assert "InactivateDeviceCertificate  inactivate a device certificate" in result.stdout
 
 
@@ -305,6 +308,20 @@ def test_all_follows_next_token_to_the_end_and_prints_one_list(fake_socket):
     assert out["Data"]["Total"] == 5
 
 
+def test_all_walks_by_page_number_when_pages_carry_no_token(fake_socket):
+    # As the fleet store answers: PageNo pages, no NextToken.
+    def page(records):
+        data = {"CaCertificateVOS": [{"Sn": sn} for sn in records], "PageSize": 2, "Total": 5}
+        return (200, json.dumps({"RequestId": "R", "Data": data}))
+    fake_socket.replies = [page(["01", "02"]), page(["03", "04"]), page(["05"])]
+    result = ctl("--socket", fake_socket.path, "--all", "ListCaCertificate", "--MqttInstanceId", "local",
+                 "--PageSize", "2")
+    assert result.returncode == 0, result.stderr
+    sent = [dict(urllib.parse.parse_qsl(r["body"].decode())) for r in fake_socket.requests]
+    assert [s.get("PageNo") for s in sent] == ["1", "2", "3"]
+    assert [d["Sn"] for d in json.loads(result.stdout)["Data"]["CaCertificateVOS"]] == ["01", "02", "03", "04", "05"]
+
+
 def test_all_is_refused_for_operations_that_are_not_lists_and_with_a_page_number(fake_socket):
     assert_usage_error(ctl("--socket", fake_socket.path, "--all", "GetStats", "--MqttInstanceId", "local"),
                        "--all walks lists")
@@ -386,3 +403,158 @@ def test_db_mode_reports_api_errors_with_exit_1_and_changes_nothing(store_dir):
     assert json.loads(missing.stdout)["Code"] == "FindDeviceBySnError"
     changes = json.loads(db(store_dir, "ListCertificateChanges", "--MqttInstanceId", "local").stdout)
     assert changes["Data"]["Changes"] == []
+
+
+# ---------------------------------------------------------------- --fleet
+
+SECRET = "Sup3r-Secret-pw"
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    with PgServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+def fleet_db(pg_server):
+    """A fresh database holding the fleet schema and the instance plant-1."""
+    conninfo = pg_server.create_database()
+    created = fleet(conninfo, "InitFleet", "--MqttInstanceId", "plant-1")
+    assert created.returncode == 0, created.stderr
+    return conninfo
+
+
+def fleet(conninfo, *args, **kw):
+    return ctl("--fleet", conninfo, *args, **kw)
+
+
+def assert_no_secret(result):
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_init_fleet_creates_the_schema_and_instance_and_is_idempotent(pg_server):
+    conninfo = pg_server.create_database()
+    first = fleet(conninfo, "InitFleet", "--MqttInstanceId", "plant-1")
+    assert first.returncode == 0, first.stderr
+    created = json.loads(first.stdout)
+    assert created["InstanceId"] == "plant-1"
+    assert created["SchemaVersion"] == 1
+    assert re.fullmatch(r"[0-9a-f-]{8,}", created["Epoch"]), created
+    assert created["LastSeq"] == 0
+    again = fleet(conninfo, "InitFleet", "--MqttInstanceId", "plant-1")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == created  # the same instance, the same epoch
+    assert pg_server.psql(conninfo, "SELECT count(*) FROM devcert.instances") == "1"
+    other = fleet(conninfo, "InitFleet", "--MqttInstanceId", "plant-2")
+    assert other.returncode == 0
+    assert json.loads(other.stdout)["Epoch"] != created["Epoch"]
+
+
+def test_fleet_mode_runs_operations_on_the_fleet_database(fleet_db, pki, pg_server):
+    code = fleet(fleet_db, "GetRegisterCode", "--MqttInstanceId", "plant-1")
+    assert code.returncode == 0, code.stderr
+    # A serial of its own: the session's PKI keeps certificates by serial, and the CN differs.
+    verification = pki.device("0f21", cn=json.loads(code.stdout)["RegisterCode"], issuer=pki.ca)
+    registered = fleet(fleet_db, "RegisterCaCertificate", "--MqttInstanceId", "plant-1", "--CaName", "devices",
+                       "--CaContent", f"@{pki.ca.cert}", "--VerificationContent", f"@{verification.cert}")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    assert json.loads(registered.stdout)["Sn"] == pki.ca.serial
+    added = fleet(fleet_db, "RegisterDeviceCertificate", "--MqttInstanceId", "plant-1",
+                  "--DeviceContent", f"@{pki.device('0d01').cert}")
+    assert added.returncode == 0, added.stdout
+    inactivated = fleet(fleet_db, "InactivateDeviceCertificate", "--MqttInstanceId", "plant-1", "--CaSn", "0c01",
+                        "--DeviceSn", "0d01")
+    assert inactivated.returncode == 0, inactivated.stdout
+
+    # In PostgreSQL, for every broker of the fleet to follow.
+    assert pg_server.psql(fleet_db, "SELECT last_seq FROM devcert.instances") == "3"
+    record = json.loads(fleet(fleet_db, "GetDeviceCertificate", "--MqttInstanceId", "plant-1", "--CaSn", "0c01",
+                              "--DeviceSn", "0d01").stdout)
+    assert record["Data"]["Status"] == "0"
+    listed = fleet(fleet_db, "--all", "ListDeviceCertificate", "--MqttInstanceId", "plant-1")
+    assert listed.returncode == 0, listed.stdout
+    assert [d["DeviceSn"] for d in json.loads(listed.stdout)["Data"]["DeviceCertificateVOS"]] == ["0d01"]
+    changes = json.loads(fleet(fleet_db, "ListCertificateChanges", "--MqttInstanceId", "plant-1").stdout)
+    callers = {entry["Caller"] for entry in changes["Data"]["Changes"]}
+    assert callers == {f"devcertctl uid={os.getuid()}({pwd.getpwuid(os.getuid()).pw_name})"}
+    stats = json.loads(fleet(fleet_db, "GetStats", "--MqttInstanceId", "plant-1").stdout)["Data"]
+    assert (stats["CaCount"], stats["DeviceCount"]) == (1, 1)
+    assert "Fleet" not in stats  # not a fleet member: no replica to report on
+
+    # API errors are answers, as with --db.
+    missing = fleet(fleet_db, "GetDeviceCertificate", "--MqttInstanceId", "plant-1", "--CaSn", "0c01",
+                    "--DeviceSn", "0d02")
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout)["Code"] == "FindDeviceBySnError"
+    token = fleet(fleet_db, "ListCaCertificate", "--MqttInstanceId", "plant-1", "--NextToken", "x", "--PageSize", "10")
+    assert token.returncode == 1
+    assert json.loads(token.stdout)["Detail"] == "NextToken is not supported on the fleet store yet; use PageNo"
+
+
+def test_fleet_mode_takes_the_connection_string_from_the_environment(fleet_db):
+    result = ctl("GetStats", "--MqttInstanceId", "plant-1", env={"DEVCERT_FLEET": fleet_db})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Data"]["CaCount"] == 0
+
+
+def test_an_instance_the_fleet_does_not_hold_exits_2_naming_it(fleet_db):
+    result = fleet(fleet_db, "GetStats", "--MqttInstanceId", "elsewhere")
+    assert_usage_error(result, "the fleet database holds no instance 'elsewhere'")
+    assert "InitFleet" in result.stderr
+
+
+def test_a_database_without_the_schema_or_with_a_newer_one_exits_2(pg_server, fleet_db):
+    empty = pg_server.create_database()
+    assert_usage_error(fleet(empty, "GetStats", "--MqttInstanceId", "plant-1"), "has no devcert schema")
+    pg_server.psql(fleet_db, "UPDATE devcert.schema_version SET version = 99")
+    assert_usage_error(fleet(fleet_db, "GetStats", "--MqttInstanceId", "plant-1"), "has schema version 99")
+    assert_usage_error(fleet(fleet_db, "InitFleet", "--MqttInstanceId", "plant-1"), "schema version 99")
+
+
+def test_an_unreachable_fleet_exits_2_with_one_line_and_no_password(pg_server, fleet_db):
+    conninfo = f"{fleet_db} password={SECRET}"
+    pg_server.stop()
+    try:
+        down = fleet(conninfo, "InactivateCaCertificate", "--MqttInstanceId", "plant-1", "--Sn", "0c01")
+        init = fleet(conninfo, "InitFleet", "--MqttInstanceId", "plant-1")
+    finally:
+        pg_server.start()
+    for result in (down, init):
+        assert_usage_error(result, "fleet database unreachable: cannot connect")
+        assert pg_server.dir in result.stderr  # names the place
+        assert_no_secret(result)
+    uri = fleet(f"postgresql://devcert:{SECRET}@/x?host=/tmp/devcert-no-such-dir&port=1", "GetStats",
+                "--MqttInstanceId", "plant-1")
+    assert_usage_error(uri, "fleet database unreachable")
+    assert_no_secret(uri)
+
+
+@pytest.mark.parametrize("conninfo", [
+    f"host='unterminated password={SECRET}",
+    f"host=x password={SECRET} nosuchkeyword=1",
+    f"postgresql://u:{SECRET}@host/db?nosuchparameter=1",
+])
+def test_a_wrong_connection_string_exits_2_without_quoting_it(conninfo):
+    for args in (["GetStats", "--MqttInstanceId", "x"], ["InitFleet", "--MqttInstanceId", "x"]):
+        result = fleet(conninfo, *args)
+        assert_usage_error(result, "connection string cannot be parsed")
+        assert_no_secret(result)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["InitFleet", "--MqttInstanceId", "x"], "InitFleet works on a fleet database: give --fleet CONNINFO"),
+    (["--fleet", "host=x", "InitFleet"], "InitFleet needs --MqttInstanceId"),
+    (["--fleet", "host=x", "InitFleet", "--MqttInstanceId", "x", "--Sn", "0a"], "InitFleet has no parameter --Sn"),
+    (["--fleet", "host=x", "--db", "/tmp", "InitFleet", "--MqttInstanceId", "x"], "InitFleet takes --fleet only"),
+    (["--fleet", "host=x", "--db", "/tmp", "GetStats", "--MqttInstanceId", "x"], "exclude each other"),
+    (["--fleet", "", "GetStats", "--MqttInstanceId", "x"], "--fleet needs a connection string"),
+])
+def test_fleet_usage_errors_exit_2_with_one_line(args, fragment):
+    assert_usage_error(ctl(*args), fragment)
+
+
+def test_init_fleet_has_help():
+    result = ctl("InitFleet", "--help")
+    assert result.returncode == 0
+    assert "usage: devcertctl --fleet CONNINFO InitFleet --MqttInstanceId <text>" in result.stdout

@@ -1,5 +1,11 @@
 // A real Store in a temporary directory, a real StoreWriter, and an Api over
 // them with a hand-driven clock, so calls run end to end without a socket.
+//
+// Compiled with DEVCERT_API_FLEET (devcert_unit_api_fleet), the records are
+// a FleetRecords on a fresh database of the executable's own PostgreSQL
+// instead: the same tests then prove every answer is the same in fleet mode.
+// A test inherently about the LMDB store carries DEVCERT_LMDB_ONLY in its
+// tags (hidden in the fleet variant) and a comment saying why.
 #pragma once
 
 #include <unistd.h>
@@ -11,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -24,6 +31,14 @@
 #include "devcert/store.hpp"
 #include "devcert/store_writer.hpp"
 #include "temp_dir.hpp"
+#ifdef DEVCERT_API_FLEET
+#include "devcert/fleet.hpp"
+#include "devcert/fleet_records.hpp"
+#include "pg_server.hpp"
+#define DEVCERT_LMDB_ONLY "[.][lmdb-only]"
+#else
+#define DEVCERT_LMDB_ONLY "[lmdb-only]"
+#endif
 
 namespace devcert::test {
 
@@ -55,11 +70,23 @@ struct Reply {
 };
 
 /// What an Api or an AdminServer needs from its host process: a store in a
-/// private directory with its writer, the configuration ("local"), counters,
-/// the online registry, and an audit trail recorded in memory.
+/// private directory with its writer (or, in the fleet variant, a fleet
+/// database), the configuration ("local"), counters, the online registry,
+/// and an audit trail recorded in memory.
 struct AdminHost {
     AdminHost() {
         config.instance_id = "local";
+#ifdef DEVCERT_API_FLEET
+        FleetOptions options;
+        options.conninfo = PgServer::shared().create_database();
+        options.instance_id = config.instance_id;
+        if (auto created = Fleet::init(options); !created) FAIL("cannot create fleet: " << created.error().message);
+        auto fleet = Fleet::connect(options);
+        if (!fleet) FAIL("cannot connect to fleet: " << fleet.error().message);
+        fleet_conninfo = options.conninfo;
+        records = std::make_unique<FleetRecords>(std::move(fleet).value());
+        context.records = records.get();
+#else
         StoreOptions options;
         options.path = dir.file("store");
         auto opened = Store::open(options);
@@ -68,6 +95,7 @@ struct AdminHost {
         writer = std::make_unique<StoreWriter>(*store, [] {});
         context.store = store.get();
         context.writer = writer.get();
+#endif
         context.config = &config;
         context.counters = &counters;
         context.online = &online;
@@ -76,9 +104,22 @@ struct AdminHost {
             audit_lines.push_back(std::move(line));
         };
     }
-    ~AdminHost() { writer->stop(); }
+    ~AdminHost() {
+        if (writer) writer->stop();
+    }
     AdminHost(const AdminHost&) = delete;
     AdminHost& operator=(const AdminHost&) = delete;
+
+    /// Straight into the records, past the API: for tests that need many
+    /// records, or records the API cannot make.
+    Outcome write_records(const std::function<Outcome(WriteView&)>& fn) {
+        if (records) return records->write(fn);
+        return store->write(fn);
+    }
+    Outcome read_records(const std::function<Outcome(ReadView&)>& fn) {
+        if (records) return records->read(fn);
+        return store->read(fn);
+    }
 
     std::vector<std::string> audit() {
         std::lock_guard lock(audit_mutex);
@@ -91,6 +132,8 @@ struct AdminHost {
     OnlineRegistry online;
     std::unique_ptr<Store> store;
     std::unique_ptr<StoreWriter> writer;
+    std::unique_ptr<RecordAccess> records;  ///< the fleet variant's, else null
+    std::string fleet_conninfo;             ///< the fleet variant's database
     AdminContext context;
     std::mutex audit_mutex;
     std::vector<std::string> audit_lines;
@@ -130,7 +173,7 @@ public:
     /// Every record and change-log entry, to compare before and after.
     std::string snapshot() {
         std::string out;
-        auto outcome = store->read([&](ReadView& view) -> Outcome {
+        auto outcome = read_records([&](ReadView& view) -> Outcome {
             auto cas = view.list_cas(Page{1, 100});
             if (!cas) return cas.error();
             for (const auto& ca : cas->items) out += ca.sn + ":" + status_string(ca.status) + ";";

@@ -181,4 +181,5 @@ TEST_CASE("GetStats reports records, connected clients and the admin call counte
     CHECK(data.at("ConnectedClients") == 1);
     CHECK(data.at("Counters").at("admin_calls.RegisterDeviceCertificate.Success") == 1);
     CHECK(data.at("Counters").contains("connections_accepted"));
+    CHECK_FALSE(data.contains("Fleet"));  // only a fleet member's records report fleet figures
 }

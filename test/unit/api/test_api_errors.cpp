@@ -15,7 +15,7 @@ TEST_CASE("kAllApiErrors lists every error once, in declaration order", "[api][e
 }
 
 TEST_CASE("every api error maps to a code, an HTTP status and a message", "[api][errors]") {
-    const std::set<int> statuses{400, 401, 403, 404, 405, 413, 415, 429, 500};
+    const std::set<int> statuses{400, 401, 403, 404, 405, 413, 415, 429, 500, 503};
     std::set<std::pair<std::string, int>> seen;
     for (ApiError e : kAllApiErrors) {
         const ApiErrorInfo info = api_error_info(e);
@@ -74,4 +74,6 @@ TEST_CASE("the codes beyond the reference have the statuses the issues name", "[
     CHECK(api_error_info(ApiError::request_too_large).http_status == 413);
     CHECK(api_error_info(ApiError::unsupported_media_type).http_status == 415);
     CHECK(api_error_info(ApiError::method_not_allowed).http_status == 405);
+    CHECK(api_error_info(ApiError::fleet_unavailable).code == "FleetUnavailable");
+    CHECK(api_error_info(ApiError::fleet_unavailable).http_status == 503);
 }

@@ -454,13 +454,53 @@ TEST_CASE("while the database is down writes fail at once, and the next write af
     must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
     auto& server = PgServer::shared();
     server.stop();
+    const auto before = std::chrono::steady_clock::now();
     auto down = fleet->write([](WriteView& v) { return v.insert_ca(make_ca("0b"), "R", "t"); });
+    const auto took = std::chrono::steady_clock::now() - before;
     auto head = fleet->head();
     server.start();
     REQUIRE_FALSE(down.ok());
-    CHECK(down.error().code == Errc::store_error);
-    CHECK_THAT(down.error().message, Catch::Contains("fleet database"));
+    // Unavailable, not a store error: the API answers FleetUnavailable (503,
+    // nothing changed), and a stopped server refuses at once rather than
+    // after the connect timeout.
+    CHECK(down.error().code == Errc::unavailable);
+    CHECK_THAT(down.error().message, Catch::StartsWith("fleet database unreachable: "));
+    CHECK(took < std::chrono::seconds(2));
     CHECK_FALSE(head.ok());
     const auto up = must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0c"), "R", "t"); });
     CHECK(up.at(0).entry.seq == 2);
+}
+
+TEST_CASE("a connection lost inside a transaction before COMMIT is unavailable and changes nothing",
+          "[fleet][log][outage]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    // Another session ends ours while the write's transaction is open (the
+    // body has inserted one CA, and inserts another after the kill).
+    auto terminate_others = [&] {
+        PGconn* admin = PQconnectdb((db.conninfo + " application_name=devcert-test-admin").c_str());
+        REQUIRE(PQstatus(admin) == CONNECTION_OK);
+        PGresult* res = PQexec(admin,
+                               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                               "AND application_name = 'mosquitto-devcert'");
+        const bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+        PQclear(res);
+        PQfinish(admin);
+        REQUIRE(ok);
+    };
+    auto out = fleet->write([&](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        terminate_others();
+        return v.insert_ca(make_ca("0b"), "R", "t");
+    });
+    REQUIRE_FALSE(out.ok());
+    CHECK(out.error().code == Errc::unavailable);
+    CHECK_THAT(out.error().message, Catch::StartsWith("fleet database unreachable: "));
+    // The next call reconnects; the aborted transaction left nothing.
+    CHECK(fleet->head()->last_seq == 0);
+    CHECK(fleet->read([](ReadView& v) -> Outcome {
+        CHECK(*v.ca_count() == 0);
+        return Ok{};
+    }).ok());
 }

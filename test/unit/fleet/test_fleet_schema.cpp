@@ -176,8 +176,8 @@ TEST_CASE("errors from the server are scrubbed of the password", "[fleet][connin
     const std::string conninfo = server.conninfo(secret) + " password=" + secret;
     const auto fleet = Fleet::connect(fleet_options(conninfo));
     REQUIRE_FALSE(fleet.ok());
-    CHECK(fleet.error().code == Errc::store_error);
-    CHECK_THAT(fleet.error().message, Catch::StartsWith("cannot connect to the fleet database: "));
+    CHECK(fleet.error().code == Errc::unavailable);
+    CHECK_THAT(fleet.error().message, Catch::StartsWith("fleet database unreachable: cannot connect: "));
     CHECK_THAT(fleet.error().message, Catch::Contains("database \"***\" does not exist"));
     CHECK_THAT(fleet.error().message, !Catch::Contains(secret));
 
@@ -196,10 +196,10 @@ TEST_CASE("scrubbing replaces every occurrence of every secret", "[fleet][connin
     CHECK(secrets.scrub("nothing here") == "nothing here");
 }
 
-TEST_CASE("an unreachable database is a store error naming the place", "[fleet][conninfo]") {
+TEST_CASE("an unreachable database is unavailable, naming the place", "[fleet][conninfo]") {
     const auto fleet = Fleet::connect(fleet_options("host=/tmp/devcert-no-such-dir port=1 dbname=x connect_timeout=2"));
     REQUIRE_FALSE(fleet.ok());
-    CHECK(fleet.error().code == Errc::store_error);
+    CHECK(fleet.error().code == Errc::unavailable);
     CHECK_THAT(fleet.error().message, Catch::Contains("/tmp/devcert-no-such-dir"));
 }
 

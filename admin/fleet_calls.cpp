@@ -1,0 +1,116 @@
+// devcertctl --fleet: the admin operations, and the fleet's own commands,
+// run in this process on a fleet database.
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "calls.hpp"
+#include "devcert/api.hpp"
+#include "devcert/config.hpp"
+#include "devcert/counters.hpp"
+#include "devcert/fleet.hpp"
+#include "devcert/fleet_records.hpp"
+
+namespace devcertctl {
+
+namespace {
+
+using namespace devcert;
+
+// Fleet errors are already one line and never quote the password (see
+// fleet.hpp); an instance the fleet does not hold is a setup error, like a
+// --db directory that is not a store, not an answer of the API.
+[[noreturn]] void unreachable(const Error& error, const std::string& instance_id) {
+    if (error.code == Errc::not_found) {
+        throw Unreachable{fmt::format("the fleet database holds no instance '{}' (devcertctl --fleet CONNINFO "
+                                      "InitFleet --MqttInstanceId {} creates it)",
+                                      instance_id, instance_id)};
+    }
+    throw Unreachable{error.message};
+}
+
+std::unique_ptr<Fleet> connect(const std::string& conninfo, const std::string& instance_id) {
+    FleetOptions options;
+    options.conninfo = conninfo;
+    options.instance_id = instance_id;
+    auto fleet = Fleet::connect(options);
+    if (!fleet) unreachable(fleet.error(), instance_id);
+    return std::move(fleet).value();
+}
+
+}  // namespace
+
+Reply call_fleet(const std::string& conninfo, const std::string& action, const Params& params) {
+    // Every operation requires MqttInstanceId, and it names the instance:
+    // the fleet may hold several, none of them "ours".
+    std::string instance_id;
+    for (const auto& [name, value] : params) {
+        if (name == "MqttInstanceId") instance_id = value;
+    }
+    if (instance_id.empty()) throw Unreachable{"--fleet needs the call's --MqttInstanceId to name the instance"};
+    auto fleet = connect(conninfo, instance_id);
+
+    PluginConfig config;
+    config.instance_id = instance_id;
+    std::optional<std::string> max_ca;
+    const Outcome read = fleet->read([&](ReadView& view) -> Outcome {
+        auto limit = view.meta("max_ca");
+        if (!limit) return limit.error();
+        max_ca = std::move(*limit);
+        return Ok{};
+    });
+    if (!read) unreachable(read.error(), instance_id);
+    if (max_ca) {
+        unsigned limit = 0;
+        const char* end = max_ca->data() + max_ca->size();
+        auto [ptr, ec] = std::from_chars(max_ca->data(), end, limit);
+        if (ec != std::errc{} || ptr != end || limit == 0) {
+            throw Unreachable{fmt::format("the fleet instance '{}' records an unreadable max_ca '{}'", instance_id,
+                                          *max_ca)};
+        }
+        config.max_ca = limit;
+    }
+
+    FleetRecords records(std::move(fleet));
+    Counters counters;
+    OnlineRegistry online;
+    AdminContext context;
+    context.records = &records;
+    context.config = &config;
+    context.counters = &counters;
+    context.online = &online;
+    auto api = Api::create(context);
+    if (!api) throw Unreachable{api.error().message};
+    (*api)->set_trust_all(true);
+
+    ApiRequest request;
+    request.params.emplace_back("Action", action);
+    request.params.insert(request.params.end(), params.begin(), params.end());
+    const ApiResponse response = (*api)->handle(Caller::from_ids(::getuid(), ::getgid()), request);
+    return Reply{response.http_status, response.body};
+}
+
+Reply init_fleet(const std::string& conninfo, const std::string& instance_id) {
+    FleetOptions options;
+    options.conninfo = conninfo;
+    options.instance_id = instance_id;
+    if (auto created = Fleet::init(options); !created) unreachable(created.error(), instance_id);
+    auto fleet = connect(conninfo, instance_id);
+    auto head = fleet->head();
+    if (!head) unreachable(head.error(), instance_id);
+    const nlohmann::ordered_json body = {
+        {"InstanceId", instance_id},
+        {"SchemaVersion", kFleetSchemaVersion},
+        {"Epoch", head->epoch},
+        {"LastSeq", head->last_seq},
+    };
+    return Reply{200, body.dump()};
+}
+
+}  // namespace devcertctl
