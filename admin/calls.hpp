@@ -44,4 +44,16 @@ Reply call_fleet(const std::string& conninfo, const std::string& action, const P
 /// Unreachable as call_fleet.
 Reply init_fleet(const std::string& conninfo, const std::string& instance_id);
 
+/// MigrateToFleet: migrate_to_fleet() of the store at `db_dir` into the
+/// instance. Returns the report (200), or a refusal (409, {"Code",
+/// "Message"}: the instance is not empty, the store is another instance's,
+/// a value PostgreSQL cannot hold). Throws Unreachable as call_fleet, and
+/// for a directory that is not a store.
+Reply migrate_fleet(const std::string& conninfo, const std::string& db_dir, const std::string& instance_id);
+
+/// CheckFleet: check_replica() of the replica at `db_dir`. Returns the
+/// report, 200 when consistent and 409 when not. Throws Unreachable as
+/// call_fleet.
+Reply check_fleet(const std::string& conninfo, const std::string& db_dir, const std::string& instance_id);
+
 }  // namespace devcertctl

@@ -129,9 +129,14 @@ Parsed parse_fleet_command(const std::vector<std::string>& args, std::size_t i, 
         if (!call.params.empty()) throw UsageError{"--MqttInstanceId is given twice"};
         call.params.emplace_back(std::move(name), std::move(value));
     }
-    if (!given.fleet && (given.socket || call.db)) call.fleet.reset();
+    if (!given.fleet && given.socket) call.fleet.reset();
     if (!call.fleet) throw UsageError{fmt::format("{} works on a fleet database: give --fleet CONNINFO", command.name)};
-    if (given.socket || call.db) throw UsageError{fmt::format("{} takes --fleet only, not --socket or --db", command.name)};
+    if (command.with_store) {
+        if (given.socket) throw UsageError{fmt::format("{} takes --db and --fleet, not --socket", command.name)};
+        if (!call.db) throw UsageError{fmt::format("{} works on a store and a fleet: give --db DIR", command.name)};
+    } else if (given.socket || call.db) {
+        throw UsageError{fmt::format("{} takes --fleet only, not --socket or --db", command.name)};
+    }
     if (call.all_pages) throw UsageError{fmt::format("--all walks lists; {} is not one", command.name)};
     if (call.params.empty()) {
         if (const char* instance = env("DEVCERT_INSTANCE_ID"); instance != nullptr && *instance != '\0') {
@@ -149,6 +154,8 @@ Parsed parse_fleet_command(const std::vector<std::string>& args, std::size_t i, 
 const std::vector<FleetCommand>& fleet_commands() {
     static const std::vector<FleetCommand> commands{
         {"InitFleet", "create the fleet schema (or upgrade it to this version) and the instance; idempotent"},
+        {"MigrateToFleet", "move the standalone store at --db into the empty fleet instance, with its history", true},
+        {"CheckFleet", "compare the replica at --db with the fleet; exit 1 when they differ", true},
     };
     return commands;
 }
@@ -260,6 +267,7 @@ std::string general_help() {
         "usage: devcertctl [--socket PATH | --db DIR | --fleet CONNINFO] [--output json|table] [--all]\n"
         "                  <Operation> [--<Param> <value>]...\n"
         "       devcertctl --fleet CONNINFO InitFleet --MqttInstanceId ID\n"
+        "       devcertctl --db DIR --fleet CONNINFO MigrateToFleet|CheckFleet --MqttInstanceId ID\n"
         "\n"
         "Calls an operation of the mosquitto-devcert admin API and prints its JSON response.\n"
         "Exit status: 0 success, 1 the API refused the call (its error is printed), 2 usage\n"
@@ -296,14 +304,30 @@ std::string general_help() {
 }
 
 std::string fleet_command_help(const FleetCommand& command) {
+    std::string details;
+    if (command.name == "InitFleet") {
+        details =
+            "Run it as a role that may create the schema; safe to run from several places at once.\n"
+            "Prints {\"InstanceId\", \"SchemaVersion\", \"Epoch\", \"LastSeq\"} of the instance.\n";
+    } else if (command.name == "MigrateToFleet") {
+        details =
+            "The instance must exist (InitFleet) and be empty; stop the brokers using the store first.\n"
+            "Moves every record and the retained change log in one transaction and prints what it\n"
+            "moved. A refusal (instance not empty, store of another instance) exits 1.\n";
+    } else {
+        details =
+            "Compares every record of the replica (a fleet broker's plugin_opt_db_path; the broker may\n"
+            "run) with the fleet, and prints a JSON report. Exit 0 consistent, 1 differences.\n";
+    }
+    const std::string usage = command.with_store
+                                  ? fmt::format("devcertctl --db DIR --fleet CONNINFO {}", command.name)
+                                  : fmt::format("devcertctl --fleet CONNINFO {}", command.name);
     return fmt::format(
-        "usage: devcertctl --fleet CONNINFO {} --MqttInstanceId <text>\n\n{}.\n"
-        "Run it as a role that may create the schema; safe to run from several places at once.\n"
-        "Prints {{\"InstanceId\", \"SchemaVersion\", \"Epoch\", \"LastSeq\"}} of the instance.\n\n"
+        "usage: {} --MqttInstanceId <text>\n\n{}.\n{}\n"
         "parameters:\n"
         "  --MqttInstanceId <text>  the instance (plugin_opt_instance_id of the fleet's brokers); required,\n"
         "                           default $DEVCERT_INSTANCE_ID\n",
-        command.name, command.help);
+        usage, command.help, details);
 }
 
 std::string operation_help(const Operation& op) {

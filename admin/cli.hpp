@@ -22,6 +22,8 @@ inline constexpr const char* kDefaultSocket = "/run/mosquitto/devcert.sock";
 struct FleetCommand {
     std::string_view name;
     std::string_view help;
+    /// Also works on a standalone store or replica: needs --db DIR too.
+    bool with_store = false;
 };
 const std::vector<FleetCommand>& fleet_commands();
 

@@ -94,8 +94,14 @@ int run(const std::vector<std::string>& args) {
     Reply reply;
     try {
         if (call.fleet_command != nullptr) {
-            // InitFleet, the only fleet command so far.
-            reply = init_fleet(*call.fleet, call.params.at(0).second);
+            const std::string& instance = call.params.at(0).second;
+            if (call.fleet_command->name == "MigrateToFleet") {
+                reply = migrate_fleet(*call.fleet, *call.db, instance);
+            } else if (call.fleet_command->name == "CheckFleet") {
+                reply = check_fleet(*call.fleet, *call.db, instance);
+            } else {
+                reply = init_fleet(*call.fleet, instance);
+            }
         } else if (call.all_pages) {
             reply = call_all_pages(call, std::string(call.operation->name));
         } else {

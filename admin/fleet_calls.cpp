@@ -16,6 +16,8 @@
 #include "devcert/counters.hpp"
 #include "devcert/fleet.hpp"
 #include "devcert/fleet_records.hpp"
+#include "devcert/fleet_tools.hpp"
+#include "devcert/store.hpp"
 
 namespace devcertctl {
 
@@ -42,6 +44,17 @@ std::unique_ptr<Fleet> connect(const std::string& conninfo, const std::string& i
     auto fleet = Fleet::connect(options);
     if (!fleet) unreachable(fleet.error(), instance_id);
     return std::move(fleet).value();
+}
+
+std::unique_ptr<Store> open_existing_store(const std::string& db_dir) {
+    // The directory must exist: a mistyped path must not quietly become a
+    // new, empty store.
+    StoreOptions options;
+    options.path = db_dir;
+    options.create = false;
+    auto store = Store::open(options);
+    if (!store) throw Unreachable{store.error().message};
+    return std::move(store).value();
 }
 
 }  // namespace
@@ -111,6 +124,32 @@ Reply init_fleet(const std::string& conninfo, const std::string& instance_id) {
         {"LastSeq", head->last_seq},
     };
     return Reply{200, body.dump()};
+}
+
+Reply migrate_fleet(const std::string& conninfo, const std::string& db_dir, const std::string& instance_id) {
+    auto store = open_existing_store(db_dir);
+    connect(conninfo, instance_id);  // the instance must exist: a setup error otherwise
+    FleetOptions options;
+    options.conninfo = conninfo;
+    options.instance_id = instance_id;
+    auto report = migrate_to_fleet(*store, options);
+    if (!report) {
+        const Error& e = report.error();
+        if (e.code == Errc::already_exists || e.code == Errc::invalid_argument) {
+            const nlohmann::ordered_json body = {{"Code", "MigrationRefused"}, {"Message", e.message}};
+            return Reply{409, body.dump()};
+        }
+        unreachable(e, instance_id);
+    }
+    return Reply{200, to_json(*report)};
+}
+
+Reply check_fleet(const std::string& conninfo, const std::string& db_dir, const std::string& instance_id) {
+    auto store = open_existing_store(db_dir);
+    auto fleet = connect(conninfo, instance_id);
+    auto report = check_replica(*store, *fleet);
+    if (!report) unreachable(report.error(), instance_id);
+    return Reply{report->consistent() ? 200 : 409, to_json(*report)};
 }
 
 }  // namespace devcertctl

@@ -558,3 +558,51 @@ def test_init_fleet_has_help():
     result = ctl("InitFleet", "--help")
     assert result.returncode == 0
     assert "usage: devcertctl --fleet CONNINFO InitFleet --MqttInstanceId <text>" in result.stdout
+
+
+def test_migrate_to_fleet_moves_a_store_once_and_check_fleet_tells_a_store_from_a_replica(
+        fleet_db, store_dir, pki, pg_server):
+    code = db(store_dir, "GetRegisterCode", "--MqttInstanceId", "local")
+    verification = pki.device("0f31", cn=json.loads(code.stdout)["RegisterCode"], issuer=pki.ca)
+    registered = db(store_dir, "RegisterCaCertificate", "--MqttInstanceId", "local", "--CaName", "devices",
+                    "--CaContent", f"@{pki.ca.cert}", "--VerificationContent", f"@{verification.cert}")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    for serial in ("0d31", "0d32"):
+        added = db(store_dir, "RegisterDeviceCertificate", "--MqttInstanceId", "local", "--DeviceContent",
+                   f"@{pki.device(serial).cert}")
+        assert added.returncode == 0, added.stdout
+    assert db(store_dir, "RevokeDeviceCertificate", "--MqttInstanceId", "local", "--CaSn", "0c01",
+              "--DeviceSn", "0d32").returncode == 0
+
+    moved = ctl("--db", store_dir, "--fleet", fleet_db, "MigrateToFleet", "--MqttInstanceId", "plant-1")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    report = json.loads(moved.stdout)
+    assert (report["Cas"], report["Devices"], report["Changes"]) == (1, 2, 4)
+    revoked = json.loads(fleet(fleet_db, "GetDeviceCertificate", "--MqttInstanceId", "plant-1", "--CaSn", "0c01",
+                               "--DeviceSn", "0d32").stdout)
+    assert revoked["Data"]["Status"] == "2"
+    history = json.loads(fleet(fleet_db, "ListCertificateChanges", "--MqttInstanceId", "plant-1").stdout)
+    assert [c["Seq"] for c in history["Data"]["Changes"]] == ["1", "2", "3", "4"]
+
+    # Once only: the instance holds records now, and nothing changes.
+    again = ctl("--db", store_dir, "--fleet", fleet_db, "MigrateToFleet", "--MqttInstanceId", "plant-1")
+    assert again.returncode == 1
+    assert json.loads(again.stdout)["Code"] == "MigrationRefused"
+    assert pg_server.psql(fleet_db, "SELECT last_seq FROM devcert.instances") == "4"
+
+    # A standalone store is no replica: CheckFleet says so, exit 1.
+    checked = ctl("--db", store_dir, "--fleet", fleet_db, "CheckFleet", "--MqttInstanceId", "plant-1")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    check = json.loads(checked.stdout)
+    assert check["Consistent"] is False
+    assert any("never been loaded" in d for d in check["Differences"]), check
+
+
+@pytest.mark.parametrize("command", ["MigrateToFleet", "CheckFleet"])
+def test_migrate_and_check_need_a_store_and_a_fleet(command, store_dir):
+    assert_usage_error(ctl("--fleet", "host=x", command, "--MqttInstanceId", "x"),
+                       f"{command} works on a store and a fleet: give --db DIR")
+    assert_usage_error(ctl("--db", store_dir, command, "--MqttInstanceId", "x"),
+                       f"{command} works on a fleet database: give --fleet CONNINFO")
+    missing = ctl("--db", "/nonexistent/devcert", "--fleet", "host=/nonexistent", command, "--MqttInstanceId", "x")
+    assert missing.returncode == 2
