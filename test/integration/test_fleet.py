@@ -180,6 +180,32 @@ def test_a_broker_refuses_to_start_naming_what_is_wrong_with_the_fleet(pg, tmp_p
     assert not broker_running(b.log()), b.log()
 
 
+@pytest.mark.parametrize("case", ["unknown instance", "unparseable"])
+def test_the_fleet_connection_string_is_never_logged_even_when_it_is_wrong(pg, tmp_path, pki, case):
+    secret = "Sup3r-Secret-pw"
+    if not pg.running:
+        pg.start()
+    fleet = Fleet(pg, "fleet")
+    fleet.init()
+    if case == "unknown instance":
+        fleet.instance_id = "stranger"
+        fleet.conninfo += f" password={secret}"
+        expected = "instance 'stranger' is not in the fleet database"
+    else:
+        fleet.conninfo = f"host=/tmp password={secret} nonsense"
+        expected = "plugin_opt_fleet:"
+    b = FleetBroker(tmp_path / "a", pki, fleet)
+    b.start(expect_ready=False)
+    try:
+        code = b.wait_exit(timeout=20)
+    except Exception:
+        b.kill()
+        raise AssertionError(f"the broker kept running with a wrong plugin_opt_fleet:\n{b.log()}")
+    assert code != 0, b.log()
+    assert expected in b.log(), b.log()
+    assert secret not in b.log(), b.log()
+
+
 def test_three_brokers_starting_at_once_import_the_ca_once_and_report_the_fleet_in_getstats(members, fleet):
     brokers = start_together([members(n, start=False) for n in "abc"])
     assert fleet.count("cas") == 1
