@@ -113,7 +113,7 @@ def test_help_lists_every_operation_of_the_table_with_its_description():
     operations, fleet_commands = result.stdout.split("operations:\n", 1)[1].split("fleet commands", 1)
     listed = re.findall(r"^  (\w+)  +\S", operations, re.M)
     assert listed == OPERATIONS
-    assert re.findall(r"^  (\w+)  +\S", fleet_commands, re.M) == ["InitFleet"]
+    assert re.findall(r"^  (\w+)  +\S", fleet_commands, re.M) == ["InitFleet", "MigrateToFleet", "CheckFleet"]
     assert "InactivateDeviceCertificate  inactivate a device certificate" in result.stdout
 
 
