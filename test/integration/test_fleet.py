@@ -11,6 +11,7 @@ broker catches up (or rebuilds) before it accepts devices; concurrent writers
 everywhere leave one contiguous sequence and identical replicas."""
 
 import json
+import os
 import random
 import subprocess
 import threading
@@ -18,6 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
+
+# Under AddressSanitizer (the runtime preloaded into Debian's uninstrumented
+# broker) a broker's first libpq connection blocks for good in glibc's
+# gettext lock (bindtextdomain, called by PQconnectPoll), before the plugin
+# finishes loading: the fleet's end-to-end tests run in the plain build, and
+# the fleet code itself is covered under ASan by the unit tests (members,
+# replica, migration, the API on a fleet) and under ThreadSanitizer.
+pytestmark = pytest.mark.skipif(os.environ.get("DEVCERT_SANITIZE") == "address",
+                                reason="a libpq connection from the ASan-preloaded broker blocks in glibc's gettext lock")
 
 from devcert_harness import RawMqtt5, broker_running
 from fleet_harness import Fleet, FleetBroker, entry_key, wait_until

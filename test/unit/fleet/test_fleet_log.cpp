@@ -484,7 +484,9 @@ TEST_CASE("a connection lost inside a transaction before COMMIT is unavailable a
                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                                "AND application_name = 'mosquitto-devcert'");
-        const bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+        // At least ours: a session the fixture closed a moment ago may still
+        // be listed while its backend exits.
+        const bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1;
         PQclear(res);
         PQfinish(admin);
         REQUIRE(ok);
