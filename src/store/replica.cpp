@@ -18,46 +18,10 @@ namespace fmtx = store_format;
 
 namespace {
 
-MDB_val to_val(std::string_view s) noexcept { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view to_view(const MDB_val& v) noexcept { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
-
-std::string device_key_string(std::string_view ca_sn, std::string_view device_sn) {
-    std::string key;
-    key.reserve(ca_sn.size() + 1 + device_sn.size());
-    key.append(ca_sn).push_back('\0');
-    key.append(device_sn);
-    return key;
-}
-
-std::string ca_prefix(std::string_view ca_sn) {
-    std::string prefix(ca_sn);
-    prefix.push_back('\0');
-    return prefix;
-}
-
-std::string deleting_key(std::string_view sn) {
-    std::string key(fmtx::kDeletingCaPrefix);
-    key.append(sn);
-    return key;
-}
-
 std::string order_key(std::uint64_t order) {
     std::uint8_t key[8];
     fmtx::seq_key(order, key);
     return std::string(reinterpret_cast<const char*>(key), 8);
-}
-
-bool status_allowed(CertStatus s) noexcept { return fmtx::valid_status_byte(static_cast<std::uint8_t>(s)); }
-
-Error bad_serial(std::string_view what, std::string_view sn) {
-    return make_error(Errc::invalid_argument,
-                      fmt::format("{} '{}' is not a usable key (1 to {} characters, no NUL)", what,
-                                  sn.substr(0, fmtx::kMaxSerial), fmtx::kMaxSerial));
-}
-
-Error corrupt(std::string_view what, std::string_view key) {
-    return make_error(Errc::store_error, fmt::format("{} record '{}' is unreadable (unknown layout or truncated)",
-                                                     what, key));
 }
 
 Error not_a_txn_view() {

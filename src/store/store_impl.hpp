@@ -2,6 +2,7 @@
 // the remap gate and the transaction views.
 #pragma once
 
+#include <fmt/format.h>
 #include <lmdb.h>
 
 #include <atomic>
@@ -26,6 +27,52 @@ struct EnvCloser {
     }
 };
 using EnvPtr = std::unique_ptr<MDB_env, EnvCloser>;
+
+// Small helpers of the transaction code (txn_view.cpp, replica.cpp).
+
+inline MDB_val to_val(std::string_view s) noexcept { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+inline std::string_view to_view(const MDB_val& v) noexcept {
+    return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+/// Key of a device record: CaSn, NUL, DeviceSn (so a CA's devices are one
+/// key range, in DeviceSn order).
+inline std::string device_key_string(std::string_view ca_sn, std::string_view device_sn) {
+    std::string key;
+    key.reserve(ca_sn.size() + 1 + device_sn.size());
+    key.append(ca_sn).push_back('\0');
+    key.append(device_sn);
+    return key;
+}
+
+/// The key prefix of every device of a CA.
+inline std::string ca_prefix(std::string_view ca_sn) {
+    std::string prefix(ca_sn);
+    prefix.push_back('\0');
+    return prefix;
+}
+
+/// Meta key marking a CA whose deletion began.
+inline std::string deleting_key(std::string_view sn) {
+    std::string key(store_format::kDeletingCaPrefix);
+    key.append(sn);
+    return key;
+}
+
+inline bool status_allowed(CertStatus s) noexcept {
+    return store_format::valid_status_byte(static_cast<std::uint8_t>(s));
+}
+
+inline Error bad_serial(std::string_view what, std::string_view sn) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("{} '{}' is not a usable key (1 to {} characters, no NUL)", what,
+                                  sn.substr(0, store_format::kMaxSerial), store_format::kMaxSerial));
+}
+
+inline Error corrupt(std::string_view what, std::string_view key) {
+    return make_error(Errc::store_error, fmt::format("{} record '{}' is unreadable (unknown layout or truncated)",
+                                                     what, key));
+}
 
 /// Owns a write or read transaction until commit; aborts otherwise.
 class TxnOwner {

@@ -13,43 +13,13 @@ namespace fmtx = store_format;
 
 namespace {
 
-MDB_val to_val(std::string_view s) noexcept { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view to_view(const MDB_val& v) noexcept { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
-
 std::uint8_t header_byte(const MDB_val& v, std::size_t offset) noexcept {
     return static_cast<const std::uint8_t*>(v.mv_data)[offset];
-}
-
-Error bad_serial(std::string_view what, std::string_view sn) {
-    return make_error(Errc::invalid_argument,
-                      fmt::format("{} '{}' is not a usable key (1 to {} characters, no NUL)", what,
-                                  sn.substr(0, fmtx::kMaxSerial), fmtx::kMaxSerial));
-}
-
-Error corrupt(std::string_view what, std::string_view key) {
-    return make_error(Errc::store_error, fmt::format("{} record '{}' is unreadable (unknown layout or truncated)",
-                                                     what, key));
-}
-
-std::string device_key_string(std::string_view ca_sn, std::string_view device_sn) {
-    std::string key;
-    key.reserve(ca_sn.size() + 1 + device_sn.size());
-    key.append(ca_sn).push_back('\0');
-    key.append(device_sn);
-    return key;
-}
-
-std::string ca_prefix(std::string_view ca_sn) {
-    std::string prefix(ca_sn);
-    prefix.push_back('\0');
-    return prefix;
 }
 
 std::string_view seq_key_view(const std::uint8_t (&key)[8]) noexcept {
     return {reinterpret_cast<const char*>(key), 8};
 }
-
-bool status_allowed(CertStatus s) noexcept { return fmtx::valid_status_byte(static_cast<std::uint8_t>(s)); }
 
 }  // namespace
 
@@ -453,16 +423,6 @@ Result<CertStatus> TxnView::set_ca_status(std::string_view sn, CertStatus status
     if (auto r = log_change(action, sn, {}, old, status, caller, now); !r) return r.error();
     return old;
 }
-
-namespace {
-
-std::string deleting_key(std::string_view sn) {
-    std::string key(fmtx::kDeletingCaPrefix);
-    key.append(sn);
-    return key;
-}
-
-}  // namespace
 
 Result<bool> TxnView::ca_being_deleted(std::string_view sn) {
     if (!fmtx::valid_key_serial(sn)) return false;
