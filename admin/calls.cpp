@@ -80,15 +80,20 @@ Reply call_socket(const std::string& socket_path, const std::string& action, con
     return reply;
 }
 
-Reply call_store(const std::string& db_dir, const std::string& action, const Params& params) {
-    using namespace devcert;
+std::unique_ptr<devcert::Store> open_existing_store(const std::string& db_dir) {
     // The directory must exist: a mistyped path must not quietly become a
     // new, empty store.
-    StoreOptions options;
+    devcert::StoreOptions options;
     options.path = db_dir;
     options.create = false;
-    auto store = Store::open(options);
+    auto store = devcert::Store::open(options);
     if (!store) throw Unreachable{store.error().message};
+    return std::move(store).value();
+}
+
+Reply call_store(const std::string& db_dir, const std::string& action, const Params& params) {
+    using namespace devcert;
+    const std::unique_ptr<Store> store = open_existing_store(db_dir);
 
     PluginConfig config;
     config.db_path = db_dir;
@@ -96,7 +101,7 @@ Reply call_store(const std::string& db_dir, const std::string& action, const Par
     // limit (a store no broker has opened keeps the defaults).
     std::optional<std::string> instance;
     std::optional<std::string> max_ca;
-    const Outcome read = (*store)->read([&](ReadView& view) -> Outcome {
+    const Outcome read = store->read([&](ReadView& view) -> Outcome {
         auto value = view.meta("instance_id");
         if (!value) return value.error();
         instance = std::move(*value);
@@ -108,22 +113,27 @@ Reply call_store(const std::string& db_dir, const std::string& action, const Par
     if (!read) throw Unreachable{fmt::format("cannot read status store '{}': {}", db_dir, read.error().message)};
     if (instance && !instance->empty()) config.instance_id = *instance;
     if (max_ca) {
-        unsigned limit = 0;
-        const char* end = max_ca->data() + max_ca->size();
-        auto [ptr, ec] = std::from_chars(max_ca->data(), end, limit);
-        if (ec != std::errc{} || ptr != end || limit == 0) {
+        const auto limit = recorded_max_ca(*max_ca);
+        if (!limit) {
             throw Unreachable{fmt::format("status store '{}' records an unreadable max_ca '{}'", db_dir, *max_ca)};
         }
-        config.max_ca = limit;
+        config.max_ca = *limit;
     }
 
-    Counters counters;
-    OnlineRegistry online;
-    StoreWriter writer(**store, [] {});
+    StoreWriter writer(*store, [] {});
     AdminContext context;
-    context.store = store->get();
+    context.store = store.get();
     context.writer = &writer;
     context.config = &config;
+    Reply reply = call_in_process(context, action, params);
+    writer.stop();
+    return reply;
+}
+
+Reply call_in_process(devcert::AdminContext context, const std::string& action, const Params& params) {
+    using namespace devcert;
+    Counters counters;
+    OnlineRegistry online;
     context.counters = &counters;
     context.online = &online;
     auto api = Api::create(context);
@@ -134,8 +144,15 @@ Reply call_store(const std::string& db_dir, const std::string& action, const Par
     request.params.emplace_back("Action", action);
     request.params.insert(request.params.end(), params.begin(), params.end());
     const ApiResponse response = (*api)->handle(Caller::from_ids(::getuid(), ::getgid()), request);
-    writer.stop();
     return Reply{response.http_status, response.body};
+}
+
+std::optional<unsigned> recorded_max_ca(const std::string& text) {
+    unsigned limit = 0;
+    const char* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, limit);
+    if (ec != std::errc{} || ptr != end || limit == 0) return std::nullopt;
+    return limit;
 }
 
 }  // namespace devcertctl

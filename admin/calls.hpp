@@ -3,9 +3,16 @@
 // fleet database (fleet_calls.cpp).
 #pragma once
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace devcert {
+struct AdminContext;
+class Store;
+}
 
 namespace devcertctl {
 
@@ -21,6 +28,20 @@ struct Unreachable {
 };
 
 using Params = std::vector<std::pair<std::string, std::string>>;
+
+/// Runs Action and params through an Api made in this process over
+/// `context` (its records or store, and its config; the counters and the
+/// online registry are this process's own, empty), trusting the calling
+/// user as --db and --fleet do. Throws Unreachable if the Api cannot be made.
+Reply call_in_process(devcert::AdminContext context, const std::string& action, const Params& params);
+
+/// Opens the status store in `db_dir`, which must exist (a mistyped path
+/// must not quietly become a new, empty store). Throws Unreachable.
+std::unique_ptr<devcert::Store> open_existing_store(const std::string& db_dir);
+
+/// A recorded "max_ca" (store or fleet metadata) as a CA limit; nullopt
+/// when it is not a whole number from 1 up.
+std::optional<unsigned> recorded_max_ca(const std::string& text);
 
 /// POSTs Action and params, form-encoded, to the admin socket. Throws
 /// Unreachable.

@@ -46,17 +46,6 @@ std::unique_ptr<Fleet> connect(const std::string& conninfo, const std::string& i
     return std::move(fleet).value();
 }
 
-std::unique_ptr<Store> open_existing_store(const std::string& db_dir) {
-    // The directory must exist: a mistyped path must not quietly become a
-    // new, empty store.
-    StoreOptions options;
-    options.path = db_dir;
-    options.create = false;
-    auto store = Store::open(options);
-    if (!store) throw Unreachable{store.error().message};
-    return std::move(store).value();
-}
-
 }  // namespace
 
 Reply call_fleet(const std::string& conninfo, const std::string& action, const Params& params) {
@@ -80,33 +69,19 @@ Reply call_fleet(const std::string& conninfo, const std::string& action, const P
     });
     if (!read) unreachable(read.error(), instance_id);
     if (max_ca) {
-        unsigned limit = 0;
-        const char* end = max_ca->data() + max_ca->size();
-        auto [ptr, ec] = std::from_chars(max_ca->data(), end, limit);
-        if (ec != std::errc{} || ptr != end || limit == 0) {
+        const auto limit = recorded_max_ca(*max_ca);
+        if (!limit) {
             throw Unreachable{fmt::format("the fleet instance '{}' records an unreadable max_ca '{}'", instance_id,
                                           *max_ca)};
         }
-        config.max_ca = limit;
+        config.max_ca = *limit;
     }
 
     FleetRecords records(std::move(fleet));
-    Counters counters;
-    OnlineRegistry online;
     AdminContext context;
     context.records = &records;
     context.config = &config;
-    context.counters = &counters;
-    context.online = &online;
-    auto api = Api::create(context);
-    if (!api) throw Unreachable{api.error().message};
-    (*api)->set_trust_all(true);
-
-    ApiRequest request;
-    request.params.emplace_back("Action", action);
-    request.params.insert(request.params.end(), params.begin(), params.end());
-    const ApiResponse response = (*api)->handle(Caller::from_ids(::getuid(), ::getgid()), request);
-    return Reply{response.http_status, response.body};
+    return call_in_process(context, action, params);
 }
 
 Reply init_fleet(const std::string& conninfo, const std::string& instance_id) {
