@@ -19,9 +19,7 @@
 // broker writes to them. Like devcert_loadgen it needs only OpenSSL.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -36,27 +34,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include "devcert/handles.hpp"
+#include "mqtt_tls_client.hpp"
 #include "tool_args.hpp"
 
 namespace {
 
 using bench_args::die;
 using bench_args::parse_number;
+using bench_args::parse_seconds;
+using namespace bench_client;
 
-using devcert::CDeleter;
-using devcert::EvpPkeyPtr;
-using devcert::UniqueFd;
-using devcert::X509Ptr;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, CDeleter<SSL_CTX_free>>;
-using SslPtr = std::unique_ptr<SSL, CDeleter<SSL_free>>;
 
 struct Options {
     std::uint16_t port = 0;
@@ -87,14 +80,6 @@ void usage() {
         "stdout: JSON lines, {\"event\":\"ready\"} then {\"event\":\"report\"} (see the source's header)");
 }
 
-double parse_seconds(std::string_view flag, const char* text) {
-    char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !(v > 0) || v > 86400)
-        die(std::string(flag) + ": expected seconds above 0, got '" + text + "'");
-    return v;
-}
-
 Options parse_options(int argc, char** argv) {
     Options o;
     bool have_sessions = false;
@@ -122,17 +107,9 @@ Options parse_options(int argc, char** argv) {
         } else if (a == "--timeout") {
             o.connect_timeout_s = parse_seconds(a, value());
         } else if (a == "--mqtt") {
-            const std::string_view v = value();
-            if (v == "3" || v == "3.1.1" || v == "4")
-                o.mqtt_version = 4;
-            else if (v == "5")
-                o.mqtt_version = 5;
-            else
-                die("--mqtt: expected 3 or 5, got '" + std::string(v) + "'");
+            o.mqtt_version = parse_mqtt_version(value());
         } else if (a == "--client-id-prefix") {
-            o.client_id_prefix = value();
-            if (o.client_id_prefix.empty() || o.client_id_prefix.size() > 40)
-                die("--client-id-prefix: expected 1 to 40 characters");
+            o.client_id_prefix = parse_client_id_prefix(value());
         } else {
             die("unknown argument '" + std::string(a) + "' (see --help)");
         }
@@ -143,114 +120,10 @@ Options parse_options(int argc, char** argv) {
     return o;
 }
 
-struct Identity {
-    X509Ptr cert;
-    EvpPkeyPtr key;
-};
-
-Identity load_identity(const std::string& cert_path, const std::string& key_path) {
-    devcert::BioPtr cbio(BIO_new_file(cert_path.c_str(), "r"));
-    if (!cbio) die("cannot read certificate '" + cert_path + "'");
-    X509Ptr cert(PEM_read_bio_X509(cbio.get(), nullptr, nullptr, nullptr));
-    if (!cert) die("'" + cert_path + "' holds no PEM certificate");
-    devcert::BioPtr kbio(BIO_new_file(key_path.c_str(), "r"));
-    if (!kbio) die("cannot read key '" + key_path + "'");
-    EvpPkeyPtr key(PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, nullptr));
-    if (!key) die("'" + key_path + "' holds no unencrypted PEM private key");
-    if (X509_check_private_key(cert.get(), key.get()) != 1)
-        die("key '" + key_path + "' does not match certificate '" + cert_path + "'");
-    return {std::move(cert), std::move(key)};
-}
-
-std::vector<Identity> load_identities(const Options& o) {
-    namespace fs = std::filesystem;
-    std::vector<std::pair<std::string, std::string>> pairs;
-    for (const auto& dir : o.cert_dirs) {
-        std::error_code ec;
-        std::vector<fs::path> certs;
-        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-            if (it->path().extension() == ".crt") certs.push_back(it->path());
-        if (ec) die("cannot list '" + dir + "': " + ec.message());
-        std::sort(certs.begin(), certs.end());
-        for (const auto& c : certs) {
-            fs::path k = c;
-            k.replace_extension(".key");
-            if (fs::exists(k)) pairs.emplace_back(c.string(), k.string());
-        }
-    }
-    if (!o.cert_list.empty()) {
-        std::unique_ptr<FILE, CDeleter<std::fclose>> f(std::fopen(o.cert_list.c_str(), "r"));
-        if (!f) die("cannot read '" + o.cert_list + "': " + std::strerror(errno));
-        char line[8192];
-        while (std::fgets(line, sizeof line, f.get())) {
-            char cert[4096];
-            char key[4096];
-            if (line[0] == '#' || line[0] == '\n') continue;
-            if (std::sscanf(line, "%4095s %4095s", cert, key) != 2)
-                die("'" + o.cert_list + "': expected lines 'CERT KEY', got '" + line + "'");
-            pairs.emplace_back(cert, key);
-        }
-    }
-    if (pairs.empty()) die("no certificate/key pairs found");
-    std::vector<Identity> ids;
-    ids.reserve(pairs.size());
-    for (const auto& [c, k] : pairs) ids.push_back(load_identity(c, k));
-    return ids;
-}
-
-SslCtxPtr make_client_ctx(const Options& o) {
-    SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-    if (!ctx) die("cannot create a TLS context");
-    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
-    SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
-    // Tens of thousands of idle sessions: give their read and write buffers
-    // back while nothing is in flight.
-    SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
-    if (!o.ca_file.empty()) {
-        if (SSL_CTX_load_verify_locations(ctx.get(), o.ca_file.c_str(), nullptr) != 1)
-            die("cannot load CA file '" + o.ca_file + "'");
-        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
-    } else {
-        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
-    }
-    return ctx;
-}
-
 double monotonic_now() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-
-void put_u16(std::string& b, std::size_t v) {
-    b.push_back(static_cast<char>((v >> 8) & 0xff));
-    b.push_back(static_cast<char>(v & 0xff));
-}
-
-void put_varint(std::string& b, std::size_t v) {
-    do {
-        auto byte = static_cast<unsigned char>(v % 128);
-        v /= 128;
-        if (v > 0) byte = static_cast<unsigned char>(byte | 0x80);
-        b.push_back(static_cast<char>(byte));
-    } while (v > 0);
-}
-
-std::string connect_packet(int version, unsigned keepalive, std::string_view client_id) {
-    std::string body;
-    put_u16(body, 4);
-    body += "MQTT";
-    body.push_back(static_cast<char>(version));
-    body.push_back(0x02);  // clean session / clean start, no username or password
-    put_u16(body, keepalive);
-    if (version == 5) put_varint(body, 0);
-    put_u16(body, client_id.size());
-    body += client_id;
-    std::string packet(1, '\x10');
-    put_varint(packet, body.size());
-    return packet + body;
 }
 
 const std::string kPingreq("\xc0\x00", 2);
@@ -325,26 +198,14 @@ private:
     void start(std::size_t i) {
         Session& s = sessions_[i];
         s.started = monotonic_now();
-        s.fd.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        if (!s.fd) die(std::string("socket: ") + std::strerror(errno) + " (raise ulimit -n)");
-        const int one = 1;
-        setsockopt(s.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        s.ssl.reset(SSL_new(ctx_));
-        if (!s.ssl) die("SSL_new failed");
-        const Identity& id = ids_[i % ids_.size()];
-        if (SSL_use_certificate(s.ssl.get(), id.cert.get()) != 1 || SSL_use_PrivateKey(s.ssl.get(), id.key.get()) != 1)
-            die("cannot use a client identity");
-        SSL_set_fd(s.ssl.get(), s.fd.get());
         char client_id[64];
         std::snprintf(client_id, sizeof client_id, "%s-%d-%zu", o_.client_id_prefix.c_str(), static_cast<int>(getpid()),
                       i);
         s.out = connect_packet(o_.mqtt_version, o_.keepalive, client_id);
         ++opening_;
-        if (connect(s.fd.get(), reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_) == 0) {
-            s.phase = Phase::handshake;
-        } else if (errno != EINPROGRESS) {
-            return fail(i);
-        }
+        const Started started = start_connection(ctx_, ids_[i % ids_.size()], addr_, s.fd, s.ssl);
+        if (started == Started::failed) return fail(i);
+        if (started == Started::connected) s.phase = Phase::handshake;
         epoll_event ev{};
         ev.events = EPOLLOUT;
         ev.data.u64 = i;
@@ -426,10 +287,7 @@ private:
         for (;;) {
             switch (s.phase) {
                 case Phase::tcp_connect: {
-                    int err = 0;
-                    socklen_t len = sizeof err;
-                    getsockopt(s.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-                    if (err != 0) return fail(i);
+                    if (!connect_succeeded(s.fd.get())) return fail(i);
                     s.phase = Phase::handshake;
                     break;
                 }
@@ -564,8 +422,9 @@ int main(int argc, char** argv) {
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < o.sessions + 16)
         die("--sessions " + std::to_string(o.sessions) + " needs more open files than the limit " +
             std::to_string(nofile.rlim_cur));
-    const std::vector<Identity> ids = load_identities(o);
-    SslCtxPtr ctx = make_client_ctx(o);
+    const std::vector<Identity> ids = load_identities(o.cert_dirs, o.cert_list);
+    // Tens of thousands of idle sessions: their buffers go back while idle.
+    SslCtxPtr ctx = make_client_ctx(o.ca_file, true);
     Holder holder(o, ctx.get(), ids);
     holder.run();
     return 0;

@@ -9,9 +9,7 @@
 // the time limit is spent.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -25,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,21 +30,17 @@
 #include <thread>
 #include <vector>
 
-#include "devcert/handles.hpp"
+#include "mqtt_tls_client.hpp"
 #include "tool_args.hpp"
 
 namespace {
 
 using bench_args::die;
 using bench_args::parse_number;
+using bench_args::parse_seconds;
+using namespace bench_client;
 
 using Clock = std::chrono::steady_clock;
-using devcert::CDeleter;
-using devcert::EvpPkeyPtr;
-using devcert::UniqueFd;
-using devcert::X509Ptr;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, CDeleter<SSL_CTX_free>>;
-using SslPtr = std::unique_ptr<SSL, CDeleter<SSL_free>>;
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -83,14 +76,6 @@ void usage() {
         "  --json               print one JSON line instead of text");
 }
 
-double parse_seconds(std::string_view flag, const char* text) {
-    char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !(v > 0) || v > 86400)
-        die(std::string(flag) + ": expected seconds above 0, got '" + text + "'");
-    return v;
-}
-
 Options parse_options(int argc, char** argv) {
     Options o;
     for (bench_args::Args args(argc, argv); args.next();) {
@@ -120,17 +105,9 @@ Options parse_options(int argc, char** argv) {
         } else if (a == "--timeout") {
             o.connect_timeout_s = parse_seconds(a, value());
         } else if (a == "--mqtt") {
-            const std::string_view v = value();
-            if (v == "3" || v == "3.1.1" || v == "4")
-                o.mqtt_version = 4;
-            else if (v == "5")
-                o.mqtt_version = 5;
-            else
-                die("--mqtt: expected 3 or 5, got '" + std::string(v) + "'");
+            o.mqtt_version = parse_mqtt_version(value());
         } else if (a == "--client-id-prefix") {
-            o.client_id_prefix = value();
-            if (o.client_id_prefix.empty() || o.client_id_prefix.size() > 40)
-                die("--client-id-prefix: expected 1 to 40 characters");
+            o.client_id_prefix = parse_client_id_prefix(value());
         } else if (a == "--json") {
             o.json = true;
         } else {
@@ -140,120 +117,6 @@ Options parse_options(int argc, char** argv) {
     if (o.cert_dirs.empty() && o.cert_list.empty()) die("no client identities: give --certs DIR or --cert-list FILE");
     if (o.threads > o.concurrency) o.threads = o.concurrency;
     return o;
-}
-
-struct Identity {
-    X509Ptr cert;
-    EvpPkeyPtr key;
-};
-
-X509Ptr read_cert(const std::string& path) {
-    devcert::BioPtr bio(BIO_new_file(path.c_str(), "r"));
-    if (!bio) die("cannot read certificate '" + path + "'");
-    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (!cert) die("'" + path + "' holds no PEM certificate");
-    return cert;
-}
-
-EvpPkeyPtr read_key(const std::string& path) {
-    devcert::BioPtr bio(BIO_new_file(path.c_str(), "r"));
-    if (!bio) die("cannot read key '" + path + "'");
-    EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-    if (!key) die("'" + path + "' holds no unencrypted PEM private key");
-    return key;
-}
-
-Identity load_identity(const std::string& cert_path, const std::string& key_path) {
-    Identity id{read_cert(cert_path), read_key(key_path)};
-    if (X509_check_private_key(id.cert.get(), id.key.get()) != 1)
-        die("key '" + key_path + "' does not match certificate '" + cert_path + "'");
-    return id;
-}
-
-std::vector<Identity> load_identities(const Options& o) {
-    namespace fs = std::filesystem;
-    std::vector<std::pair<std::string, std::string>> pairs;
-    for (const auto& dir : o.cert_dirs) {
-        std::error_code ec;
-        std::vector<fs::path> certs;
-        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-            if (it->path().extension() == ".crt") certs.push_back(it->path());
-        if (ec) die("cannot list '" + dir + "': " + ec.message());
-        std::sort(certs.begin(), certs.end());
-        for (const auto& c : certs) {
-            fs::path k = c;
-            k.replace_extension(".key");
-            if (fs::exists(k)) pairs.emplace_back(c.string(), k.string());
-        }
-    }
-    if (!o.cert_list.empty()) {
-        std::unique_ptr<FILE, CDeleter<std::fclose>> f(std::fopen(o.cert_list.c_str(), "r"));
-        if (!f) die("cannot read '" + o.cert_list + "': " + std::strerror(errno));
-        char line[8192];
-        while (std::fgets(line, sizeof line, f.get())) {
-            char cert[4096];
-            char key[4096];
-            if (line[0] == '#' || line[0] == '\n') continue;
-            if (std::sscanf(line, "%4095s %4095s", cert, key) != 2)
-                die("'" + o.cert_list + "': expected lines 'CERT KEY', got '" + line + "'");
-            pairs.emplace_back(cert, key);
-        }
-    }
-    if (pairs.empty()) die("no certificate/key pairs found");
-    std::vector<Identity> ids;
-    ids.reserve(pairs.size());
-    for (const auto& [c, k] : pairs) ids.push_back(load_identity(c, k));
-    return ids;
-}
-
-SslCtxPtr make_client_ctx(const Options& o) {
-    SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-    if (!ctx) die("cannot create a TLS context");
-    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
-    // Every connection must pay for a full handshake, as a fleet of distinct
-    // devices would: no session cache, no tickets.
-    SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
-    if (!o.ca_file.empty()) {
-        if (SSL_CTX_load_verify_locations(ctx.get(), o.ca_file.c_str(), nullptr) != 1)
-            die("cannot load CA file '" + o.ca_file + "'");
-        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
-    } else {
-        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
-    }
-    return ctx;
-}
-
-// ---------------------------------------------------------------- MQTT bytes
-
-void put_u16(std::string& b, std::size_t v) {
-    b.push_back(static_cast<char>((v >> 8) & 0xff));
-    b.push_back(static_cast<char>(v & 0xff));
-}
-
-void put_varint(std::string& b, std::size_t v) {
-    do {
-        auto byte = static_cast<unsigned char>(v % 128);
-        v /= 128;
-        if (v > 0) byte = static_cast<unsigned char>(byte | 0x80);
-        b.push_back(static_cast<char>(byte));
-    } while (v > 0);
-}
-
-std::string connect_packet(int version, std::string_view client_id) {
-    std::string body;
-    put_u16(body, 4);
-    body += "MQTT";
-    body.push_back(static_cast<char>(version));
-    body.push_back(0x02);  // clean session / clean start, no username or password
-    put_u16(body, 60);     // keep-alive
-    if (version == 5) put_varint(body, 0);  // no properties
-    put_u16(body, client_id.size());
-    body += client_id;
-    std::string packet(1, '\x10');
-    put_varint(packet, body.size());
-    return packet + body;
 }
 
 const std::string kDisconnect("\xe0\x00", 2);
@@ -358,27 +221,16 @@ private:
         ++active_;
         c = Conn{};
         c.started = Clock::now();
-        c.fd.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        if (!c.fd) die(std::string("socket: ") + std::strerror(errno));
-        const int one = 1;
-        setsockopt(c.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        c.ssl.reset(SSL_new(ctx_));
-        if (!c.ssl) die("SSL_new failed");
-        const Identity& id = ids_[n % ids_.size()];
-        if (SSL_use_certificate(c.ssl.get(), id.cert.get()) != 1 || SSL_use_PrivateKey(c.ssl.get(), id.key.get()) != 1)
-            die("cannot use a client identity");
-        SSL_set_fd(c.ssl.get(), c.fd.get());
         char client_id[64];
         std::snprintf(client_id, sizeof client_id, "%s-%d-%llu", o_.client_id_prefix.c_str(), static_cast<int>(getpid()),
                       static_cast<unsigned long long>(n));
-        c.out = connect_packet(o_.mqtt_version, client_id);
-
-        if (connect(c.fd.get(), reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_) == 0) {
-            c.phase = Phase::handshake;
-        } else if (errno != EINPROGRESS) {
+        c.out = connect_packet(o_.mqtt_version, 60, client_id);
+        const Started started = start_connection(ctx_, ids_[n % ids_.size()], addr_, c.fd, c.ssl);
+        if (started == Started::failed) {
             finish(slot, Outcome::tcp_failure);
             return;
         }
+        if (started == Started::connected) c.phase = Phase::handshake;
         epoll_event ev{};
         ev.events = EPOLLOUT;
         ev.data.u64 = slot;
@@ -443,10 +295,7 @@ private:
         for (;;) {
             switch (c.phase) {
                 case Phase::tcp_connect: {
-                    int err = 0;
-                    socklen_t len = sizeof err;
-                    getsockopt(c.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-                    if (err != 0) return finish(slot, Outcome::tcp_failure);
+                    if (!connect_succeeded(c.fd.get())) return finish(slot, Outcome::tcp_failure);
                     c.phase = Phase::handshake;
                     break;
                 }
@@ -589,8 +438,8 @@ void report(const Options& o, Stats& s, double seconds) {
 
 int main(int argc, char** argv) {
     const Options o = parse_options(argc, argv);
-    const std::vector<Identity> ids = load_identities(o);
-    SslCtxPtr ctx = make_client_ctx(o);
+    const std::vector<Identity> ids = load_identities(o.cert_dirs, o.cert_list);
+    SslCtxPtr ctx = make_client_ctx(o.ca_file, false);
 
     std::atomic<std::uint64_t> next{0};
     const auto t0 = Clock::now();

@@ -1,4 +1,4 @@
-// Fatal errors and number flags for the bench tools' command lines.
+// Fatal errors, number and seconds flags for the bench tools' command lines.
 // Header-only and free of project code, so the load generator still shares
 // nothing with what it measures.
 #pragma once
@@ -26,6 +26,15 @@ inline std::uint64_t parse_number(std::string_view flag, const char* text, std::
     if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
         die(std::string(flag) + ": expected a whole number from " + std::to_string(min) + " to " +
             std::to_string(max) + ", got '" + text + "'");
+    return v;
+}
+
+/// Seconds above 0 and up to a day for `flag`, or die naming the flag.
+inline double parse_seconds(std::string_view flag, const char* text) {
+    char* end = nullptr;
+    const double v = std::strtod(text, &end);
+    if (end == text || *end != '\0' || !(v > 0) || v > 86400)
+        die(std::string(flag) + ": expected seconds above 0, got '" + text + "'");
     return v;
 }
 
