@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 
+#include "devcert/replica.hpp"
 #include "glue_fixture.hpp"
 #include "tick.hpp"
 #include "wakeup.hpp"
@@ -210,5 +211,81 @@ TEST_CASE("a change kicks exactly the clients of its device among a thousand, th
     CHECK(plugin.state().clients.size() == 1000 - 1 - 99 - 250);
     for (std::size_t i = 0; i < 15 * 50; ++i) {
         if (i / 50 != 3 && i / 50 != 4) CHECK(clients[i]->connected);
+    }
+}
+
+namespace {
+
+// Rebuilds the plugin's store as a fleet replica would (replica_resync)
+// from its own records, with `changed` set to `status` and the snapshot
+// read at `head_seq`: what the tick sees after a rebuild.
+void rebuild_as_replica(glue::Plugin& plugin, const std::string& changed, CertStatus status,
+                        std::uint64_t head_seq) {
+    std::vector<devcert::CaRecord> cas;
+    std::vector<devcert::DeviceRecord> devices;
+    REQUIRE(plugin.store().read([&](devcert::ReadView& r) -> devcert::Outcome {
+        auto c = r.list_cas(devcert::Page{1, 100});
+        if (!c) return c.error();
+        cas = c->items;
+        auto d = r.list_devices(devcert::Page{1, 100});
+        if (!d) return d.error();
+        devices = d->items;
+        return devcert::Ok{};
+    }));
+    for (auto& d : devices) {
+        if (d.device_sn == changed) d.status = status;
+    }
+    struct Sink {
+        static devcert::Result<devcert::FleetHead> stream(devcert::FleetSnapshotSink& sink,
+                                                          const std::vector<devcert::CaRecord>& cas,
+                                                          const std::vector<devcert::DeviceRecord>& devices,
+                                                          std::uint64_t seq) {
+            for (const auto& c : cas) {
+                if (auto ok = sink.ca(c); !ok) return ok.error();
+            }
+            for (const auto& d : devices) {
+                if (auto ok = sink.device(d); !ok) return ok.error();
+            }
+            return devcert::FleetHead{"epoch-glue", seq, 0};
+        }
+    };
+    auto head = devcert::replica_resync(
+        plugin.store(), [&](devcert::FleetSnapshotSink& sink) { return Sink::stream(sink, cas, devices, head_seq); });
+    REQUIRE(head.ok());
+}
+
+}  // namespace
+
+TEST_CASE("after a replica rebuild the tick re-checks every connected client, whether the log moved on or back",
+          "[glue][kick][fleet]") {
+    // The rebuilt log's one entry: right after the last entry read (the
+    // tick reads it as an entry), further on (entries in between are gone),
+    // or below it (the fleet was restored to an earlier point).
+    enum class Head { next, beyond, back };
+    for (const Head where : {Head::next, Head::beyond, Head::back}) {
+        DYNAMIC_SECTION("rebuilt log " << (where == Head::next ? "right after" : where == Head::beyond ? "beyond" : "below")
+                                       << " the last entry read") {
+            glue::Plugin plugin;
+            auto keep = pki().device("d131", "sensor-131", pki().ca);
+            auto drop = pki().device("d132", "sensor-132", pki().ca);
+            plugin.register_device(keep, kCaSn, CertStatus::active);
+            plugin.register_device(drop, kCaSn, CertStatus::active);
+            mosquitto stays("rebuild-keep", keep.cert.get());
+            mosquitto goes("rebuild-drop", drop.cert.get());
+            REQUIRE(plugin.broker().basic_auth(&stays) == MOSQ_ERR_SUCCESS);
+            REQUIRE(plugin.broker().basic_auth(&goes) == MOSQ_ERR_SUCCESS);
+            plugin.broker().tick();
+            const std::uint64_t read = plugin.state().last_seq;
+            REQUIRE(read >= 3);
+
+            // No change entry names the device: only a full re-check finds it.
+            const std::uint64_t head = where == Head::next ? read + 1 : where == Head::beyond ? read + 10 : 1;
+            rebuild_as_replica(plugin, "d132", CertStatus::inactive, head);
+            plugin.broker().tick();
+            CHECK(plugin.broker().kicked == std::vector<std::string>{"rebuild-drop"});
+            CHECK(stays.connected);
+            CHECK_FALSE(goes.connected);
+            CHECK(plugin.state().last_seq == head);
+        }
     }
 }
