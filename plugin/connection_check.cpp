@@ -7,7 +7,6 @@
 
 #include <cstring>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -196,54 +195,23 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
     PluginState* raw = &state;
     std::string ca(ca_of(v));
     std::string dev(device_of(v));
-    if (state.fleet) {
-        // Fleet mode: the record goes into the replica at once, without a
-        // change-log entry, and waits in the registration queue for the
-        // fleet, whose own entry reaches the replica through the log.
-        auto existing_status = std::make_shared<std::optional<CertStatus>>();
-        const std::uint64_t max_queued = state.config.fleet_queue_max;
-        state.writer->submit(
-            [rec = std::move(rec), inserted, existing_status, max_queued](WriteView& w) -> Outcome {
-                *inserted = false;
-                existing_status->reset();
-                auto existing = w.get_device(rec.ca_sn, rec.device_sn);
-                if (!existing) return existing.error();
-                if (*existing) {
-                    *existing_status = (*existing)->status;
-                    return Ok{};
-                }
-                if (auto ok = replica_queue_registration(w, rec, max_queued); !ok) return ok;
-                *inserted = true;
-                return Ok{};
-            },
-            [raw, inserted, existing_status, ca = std::move(ca), dev = std::move(dev), status](const Outcome& outcome) {
-                // Writer thread: no broker call here, the lines wait for the tick.
-                if (!outcome) {
-                    raw->counters.store_errors.fetch_add(1, std::memory_order_relaxed);
-                    raw->deferred.push(LogLevel::error, fmt::format("cannot register DeviceSn {} under CaSn {}: {}",
-                                                                    dev, ca, outcome.error().message));
-                } else if (*inserted) {
-                    raw->counters.auto_registrations.fetch_add(1, std::memory_order_relaxed);
-                    raw->fleet->registration_queued();
-                    raw->deferred.push(LogLevel::notice,
-                                       fmt::format("registered DeviceSn {} under CaSn {} as {} (queued for the fleet)",
-                                                   dev, ca, status));
-                } else if (*existing_status && **existing_status != CertStatus::active) {
-                    // The fleet's record arrived between the check and this
-                    // job: the session accepted meanwhile may have to go.
-                    raw->recheck.push(ca, dev);
-                }
-                raw->wakeup.wake();
-            });
-        return;
-    }
+    // In fleet mode the record goes into the replica at once, without a
+    // change-log entry, and waits in the registration queue for the fleet,
+    // whose own entry reaches the replica through the log. Either way, a
+    // record that appeared since the check (registered by an operator, or
+    // by the fleet) came with a log entry the tick has not read yet, so the
+    // session accepted meanwhile is re-judged by it: nothing to do here.
+    const bool queue = state.fleet != nullptr;
+    const std::uint64_t max_queued = state.config.fleet_queue_max;
     state.writer->submit(
-        [rec = std::move(rec), inserted](WriteView& w) -> Outcome {
+        [rec = std::move(rec), inserted, queue, max_queued](WriteView& w) -> Outcome {
             *inserted = false;
             auto existing = w.get_device(rec.ca_sn, rec.device_sn);
             if (!existing) return existing.error();
             if (*existing) return Ok{};
-            if (auto ok = w.insert_device(rec, "AutoRegister", "connection"); !ok) return ok;
+            auto done = queue ? replica_queue_registration(w, rec, max_queued)
+                              : w.insert_device(rec, "AutoRegister", "connection");
+            if (!done) return done;
             *inserted = true;
             return Ok{};
         },
@@ -255,8 +223,9 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
                                                                 ca, outcome.error().message));
             } else if (*inserted) {
                 raw->counters.auto_registrations.fetch_add(1, std::memory_order_relaxed);
-                raw->deferred.push(LogLevel::notice,
-                                   fmt::format("registered DeviceSn {} under CaSn {} as {}", dev, ca, status));
+                if (raw->fleet) raw->fleet->registration_queued();
+                raw->deferred.push(LogLevel::notice, fmt::format("registered DeviceSn {} under CaSn {} as {}{}", dev,
+                                                                 ca, status, raw->fleet ? " (queued for the fleet)" : ""));
             }
         });
 }

@@ -8,10 +8,6 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <string>
-#include <utility>
-#include <vector>
 
 #include "client_table.hpp"
 #include "devcert/admin_server.hpp"
@@ -42,31 +38,6 @@ struct TickWatch {
     bool warned = false;
 };
 
-/// Devices to look at again on the next tick, from other threads: a device
-/// registered on its first connection that the fleet already held (its
-/// record in the replica may not be active).
-class RecheckQueue {
-public:
-    void push(std::string ca_sn, std::string device_sn) {
-        std::lock_guard lock(mutex_);
-        if (devices_.size() < kMax) devices_.emplace_back(std::move(ca_sn), std::move(device_sn));
-        else overflow_ = true;
-    }
-    /// Takes what is queued; `overflow` tells that some were dropped (the
-    /// caller then re-checks every client).
-    std::vector<std::pair<std::string, std::string>> take(bool& overflow) {
-        std::lock_guard lock(mutex_);
-        overflow = std::exchange(overflow_, false);
-        return std::exchange(devices_, {});
-    }
-
-private:
-    static constexpr std::size_t kMax = 10'000;
-    std::mutex mutex_;
-    std::vector<std::pair<std::string, std::string>> devices_;
-    bool overflow_ = false;
-};
-
 struct PluginState {
     explicit PluginState(PluginConfig cfg);
     /// Stops the admin server and the writer (joining their threads) before
@@ -89,7 +60,6 @@ struct PluginState {
     std::unique_ptr<StoreWriter> writer;
     /// Fleet mode only: the store above is the fleet's replica.
     std::unique_ptr<FleetNode> fleet;
-    RecheckQueue recheck;
     std::unique_ptr<AdminServer> admin;
 
     ClientTable clients{online};            ///< broker thread

@@ -70,31 +70,6 @@ bool read_changes(PluginState& state, Pending& p) {
     return true;
 }
 
-// Devices other threads asked to look at again (fleet mode: a first
-// connection registered locally while the fleet's record, maybe not
-// active, was on its way): those no longer active join p.devices_out.
-// Returns false when the queue overflowed (re-check everyone instead).
-bool take_rechecks(PluginState& state, Pending& p) {
-    bool overflow = false;
-    auto devices = state.recheck.take(overflow);
-    if (devices.empty()) return !overflow;
-    StatusReader& reader = *state.reader;
-    if (!reader.refresh()) return false;
-    for (const auto& [ca, dev] : devices) {
-        DeviceStatusView device;
-        CertStatus ca_status = CertStatus::inactive;
-        const Lookup d = reader.device_status(ca, dev, device);
-        const Lookup c = reader.ca_status(ca, ca_status);
-        if (d == Lookup::error || c == Lookup::error) continue;  // never kick on a store error
-        if (d == Lookup::found && device.status == CertStatus::active && c == Lookup::found &&
-            ca_status == CertStatus::active)
-            continue;
-        p.devices_out.emplace(ca, dev);
-    }
-    reader.release();
-    return !overflow;
-}
-
 // Only the clients of the devices and CAs that changed: the work grows with
 // the changes, not with the sessions held (the table's index by device).
 std::vector<KickTarget> targets_for(const PluginState& state, const Pending& p) {
@@ -155,15 +130,10 @@ std::size_t on_tick(PluginState& state) noexcept {
     // to tail. LMDB writes the meta page a moment before new snapshots see
     // the commit, so what counts as read is the snapshot's own commit id: a
     // commit the snapshot missed keeps the ids apart until a tick reads it.
-    Pending pending;
-    try {
-        if (!take_rechecks(state, pending)) return recheck_connected(state);
-    } catch (...) {
-        return recheck_connected(state);
-    }
     const std::uint64_t commit = state.store->last_commit_id();
-    if (commit != 0 && commit == state.last_commit_read && pending.devices_out.empty()) return 0;
+    if (commit != 0 && commit == state.last_commit_read) return 0;
 
+    Pending pending;
     std::vector<KickTarget> targets;
     try {
         StatusReader& reader = *state.reader;
