@@ -86,6 +86,21 @@ Result<std::string> fleet_conninfo(std::string_view value) {
     return conninfo;
 }
 
+namespace {
+
+/// How one run of a write's body ended: commit it, run it again from
+/// scratch (a serialisation failure or deadlock), or give up with `error`.
+struct Attempt {
+    enum class Next { commit, retry, abort } next = Next::commit;
+    std::optional<Error> error;
+
+    static Attempt commit() { return {}; }
+    static Attempt retry(Error e) { return {Next::retry, std::move(e)}; }
+    static Attempt abort(Error e) { return {Next::abort, std::move(e)}; }
+};
+
+}  // namespace
+
 struct Fleet::Impl {
     FleetOptions options;
     pg::Conn conn;
@@ -141,6 +156,13 @@ struct Fleet::Impl {
         }
         return Ok{};
     }
+
+    /// The loop write() and write_batch() share: begin (the head row
+    /// first), the body, commit; a retryable failure in the body or at
+    /// commit runs it all again, up to max_attempts. Body:
+    /// (FleetWriteView&, TxnState&) -> Attempt.
+    template <class Body>
+    Result<std::vector<FleetChange>> run_write(Body&& body);
 
     /// Flushes, notifies and commits. `failure` tells a retryable failure.
     Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure) {
@@ -207,26 +229,21 @@ Result<std::unique_ptr<Fleet>> Fleet::connect(const FleetOptions& options) {
     return std::unique_ptr<Fleet>(new Fleet(std::move(impl)));
 }
 
-Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
-    Impl& d = *impl_;
+
+template <class Body>
+Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
+    Impl& d = *this;
     Error last = make_error(Errc::store_error, "fleet database: no attempt made");
     for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
         if (auto r = d.begin_write(); !r) return r.error();
         TxnState state;
         FleetWriteView view(d.conn, d.instance, state);
-        const Outcome out = guarded([&] { return fn(view); });
-        if (state.failure == pg::Failure::retry) {
+        Attempt run = body(view, state);
+        if (run.next != Attempt::Next::commit) {
             d.rollback();
-            last = *state.first_error;
+            if (run.next == Attempt::Next::abort) return *run.error;
+            last = *run.error;
             continue;
-        }
-        if (state.failed()) {
-            d.rollback();
-            return *state.first_error;
-        }
-        if (!out) {
-            d.rollback();
-            return out.error();
         }
         pg::Failure failure = pg::Failure::none;
         if (auto r = d.commit(view, state, failure); !r) {
@@ -242,62 +259,41 @@ Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
     return retries_exhausted(d.options.max_attempts, last);
 }
 
+Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
+    return impl_->run_write([&](FleetWriteView& view, TxnState& state) {
+        const Outcome out = guarded([&] { return fn(view); });
+        if (state.failure == pg::Failure::retry) return Attempt::retry(*state.first_error);
+        if (state.failed()) return Attempt::abort(*state.first_error);
+        if (!out) return Attempt::abort(out.error());
+        return Attempt::commit();
+    });
+}
+
 Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& fns, std::vector<Outcome>& results) {
     Impl& d = *impl_;
-    Error last = make_error(Errc::store_error, "fleet database: no attempt made");
-    auto fail_all = [&](const Error& e) {
-        results.assign(fns.size(), Outcome(e));
-        return e;
-    };
-    for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
+    auto committed = d.run_write([&](FleetWriteView& view, TxnState& state) {
         results.clear();
-        if (auto r = d.begin_write(); !r) return fail_all(r.error());
-        TxnState state;
-        FleetWriteView view(d.conn, d.instance, state);
-        bool retry = false;
         for (const auto& fn : fns) {
-            if (auto r = d.conn.exec("take a savepoint", "SAVEPOINT devcert_job"); !r) {
-                d.rollback();
-                return fail_all(r.error());
-            }
+            if (auto r = d.conn.exec("take a savepoint", "SAVEPOINT devcert_job"); !r) return Attempt::abort(r.error());
             const auto mark = view.mark();
             Outcome out = guarded([&] { return fn(view); });
-            if (state.failure == pg::Failure::retry) {
-                retry = true;
-                last = *state.first_error;
-                break;
-            }
-            if (state.failure == pg::Failure::connection) return fail_all(*state.first_error);
+            if (state.failure == pg::Failure::retry) return Attempt::retry(*state.first_error);
+            if (state.failure == pg::Failure::connection) return Attempt::abort(*state.first_error);
             if (state.failed() && out) out = *state.first_error;
             if (!out) {
-                if (auto r = d.conn.exec("roll back to the savepoint", "ROLLBACK TO SAVEPOINT devcert_job"); !r) {
-                    d.rollback();
-                    return fail_all(r.error());
-                }
+                if (auto r = d.conn.exec("roll back to the savepoint", "ROLLBACK TO SAVEPOINT devcert_job"); !r)
+                    return Attempt::abort(r.error());
                 view.rollback_to(mark);
                 state = TxnState{};
             } else if (auto r = d.conn.exec("release the savepoint", "RELEASE SAVEPOINT devcert_job"); !r) {
-                d.rollback();
-                return fail_all(r.error());
+                return Attempt::abort(r.error());
             }
             results.push_back(std::move(out));
         }
-        if (retry) {
-            d.rollback();
-            continue;
-        }
-        pg::Failure failure = pg::Failure::none;
-        if (auto r = d.commit(view, state, failure); !r) {
-            if (failure != pg::Failure::connection) d.rollback();
-            if (failure == pg::Failure::retry) {
-                last = r.error();
-                continue;
-            }
-            return fail_all(r.error());
-        }
-        return std::move(d.committed);
-    }
-    return fail_all(retries_exhausted(d.options.max_attempts, last));
+        return Attempt::commit();
+    });
+    if (!committed) results.assign(fns.size(), Outcome(committed.error()));
+    return committed;
 }
 
 Outcome Fleet::read(const ReadFn& fn) {
