@@ -16,49 +16,11 @@ namespace {
 Outcome status_outcome(const Result<CertStatus>& r) { return r ? Outcome(Ok{}) : Outcome(r.error()); }
 Outcome count_outcome(const Result<std::uint64_t>& r) { return r ? Outcome(Ok{}) : Outcome(r.error()); }
 
-struct Seen {
-    std::uint64_t ca_count = 0;
-    std::uint64_t device_count = 0;
-    std::vector<CaRecord> cas;
-    std::vector<DeviceRecord> devices;
-};
-
-Outcome see(ReadView& v, Seen& out) {
-    auto cas = v.ca_count();
-    if (!cas) return cas.error();
-    out.ca_count = *cas;
-    auto devices = v.device_count();
-    if (!devices) return devices.error();
-    out.device_count = *devices;
-    auto ca_list = v.list_cas(Page(1, 100));
-    if (!ca_list) return ca_list.error();
-    out.cas = ca_list->items;
-    auto device_list = v.list_devices(Page(1, 100));
-    if (!device_list) return device_list.error();
-    out.devices = device_list->items;
-    return Ok{};
-}
-
 void require_same(Store& replica, Fleet& fleet) {
-    Seen a, b;
-    REQUIRE(replica.read([&](ReadView& v) { return see(v, a); }).ok());
-    REQUIRE(fleet.read([&](ReadView& v) { return see(v, b); }).ok());
-    CHECK(a.ca_count == b.ca_count);
-    CHECK(a.device_count == b.device_count);
-    REQUIRE(a.cas.size() == b.cas.size());
-    for (std::size_t i = 0; i < a.cas.size(); ++i) {
-        CHECK(a.cas[i].sn == b.cas[i].sn);
-        CHECK(a.cas[i].status == b.cas[i].status);
-        CHECK(a.cas[i].device_count == b.cas[i].device_count);
-        CHECK(a.cas[i].updated_ms == b.cas[i].updated_ms);
-    }
-    REQUIRE(a.devices.size() == b.devices.size());
-    for (std::size_t i = 0; i < a.devices.size(); ++i) {
-        CHECK(a.devices[i].ca_sn == b.devices[i].ca_sn);
-        CHECK(a.devices[i].device_sn == b.devices[i].device_sn);
-        CHECK(a.devices[i].status == b.devices[i].status);
-        CHECK(a.devices[i].content_pem == b.devices[i].content_pem);
-    }
+    Records a, b;
+    REQUIRE(replica.read([&](ReadView& v) { return read_records(v, a); }).ok());
+    REQUIRE(fleet.read([&](ReadView& v) { return read_records(v, b); }).ok());
+    require_same_records(a, b);
 }
 
 /// One round of following: fetch, plan, apply or resync.

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "devcert/store.hpp"
 #include "temp_dir.hpp"
@@ -84,6 +85,54 @@ void must_read(Store& store, Fn&& fn) {
         return Ok{};
     });
     if (!out) FAIL(out.error().message);
+}
+
+/// What a reader sees of a store's records (the first 100 CAs and
+/// devices): to compare two stores, or a replica with its fleet.
+struct Records {
+    std::uint64_t ca_count = 0;
+    std::uint64_t device_count = 0;
+    std::vector<CaRecord> cas;
+    std::vector<DeviceRecord> devices;
+};
+
+inline Outcome read_records(ReadView& v, Records& out) {
+    auto cas = v.ca_count();
+    if (!cas) return cas.error();
+    out.ca_count = *cas;
+    auto devices = v.device_count();
+    if (!devices) return devices.error();
+    out.device_count = *devices;
+    auto ca_list = v.list_cas(Page(1, 100));
+    if (!ca_list) return ca_list.error();
+    out.cas = ca_list->items;
+    auto device_list = v.list_devices(Page(1, 100));
+    if (!device_list) return device_list.error();
+    out.devices = device_list->items;
+    return Ok{};
+}
+
+/// The same counts, and the same records in the same order with the same
+/// serials, statuses, counts, key ids, PEMs and time stamps of change.
+inline void require_same_records(const Records& a, const Records& b) {
+    CHECK(a.ca_count == b.ca_count);
+    CHECK(a.device_count == b.device_count);
+    REQUIRE(a.cas.size() == b.cas.size());
+    for (std::size_t i = 0; i < a.cas.size(); ++i) {
+        CHECK(a.cas[i].sn == b.cas[i].sn);
+        CHECK(a.cas[i].status == b.cas[i].status);
+        CHECK(a.cas[i].device_count == b.cas[i].device_count);
+        CHECK(a.cas[i].subject_key_id == b.cas[i].subject_key_id);
+        CHECK(a.cas[i].updated_ms == b.cas[i].updated_ms);
+    }
+    REQUIRE(a.devices.size() == b.devices.size());
+    for (std::size_t i = 0; i < a.devices.size(); ++i) {
+        CHECK(a.devices[i].ca_sn == b.devices[i].ca_sn);
+        CHECK(a.devices[i].device_sn == b.devices[i].device_sn);
+        CHECK(a.devices[i].status == b.devices[i].status);
+        CHECK(a.devices[i].content_pem == b.devices[i].content_pem);
+        CHECK(a.devices[i].status_changed_ms == b.devices[i].status_changed_ms);
+    }
 }
 
 }  // namespace devcert::test

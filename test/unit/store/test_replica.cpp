@@ -169,20 +169,14 @@ std::size_t apply_all(Store& replica, const std::vector<FleetChange>& changes, c
 
 /// Everything a reader can see of a store but its change log.
 struct Contents {
-    std::uint64_t ca_count = 0;
-    std::uint64_t device_count = 0;
-    std::vector<CaRecord> cas;
-    std::vector<DeviceRecord> devices;
+    Records records;
     std::vector<std::optional<std::string>> by_ski;
 };
 
 Contents contents(Store& store, const std::vector<std::string>& skis) {
     Contents c;
     must_read(store, [&](ReadView& v) {
-        c.ca_count = *v.ca_count();
-        c.device_count = *v.device_count();
-        c.cas = v.list_cas(Page(1, 100))->items;
-        c.devices = v.list_devices(Page(1, 100))->items;
+        REQUIRE(read_records(v, c.records).ok());
         for (const auto& ski : skis) c.by_ski.push_back(*v.ca_by_subject_key_id(ski));
     });
     return c;
@@ -191,24 +185,7 @@ Contents contents(Store& store, const std::vector<std::string>& skis) {
 void require_same(Store& replica, Store& fleet, const std::vector<std::string>& skis) {
     const Contents a = contents(replica, skis);
     const Contents b = contents(fleet, skis);
-    CHECK(a.ca_count == b.ca_count);
-    CHECK(a.device_count == b.device_count);
-    REQUIRE(a.cas.size() == b.cas.size());
-    for (std::size_t i = 0; i < a.cas.size(); ++i) {
-        CHECK(a.cas[i].sn == b.cas[i].sn);
-        CHECK(a.cas[i].status == b.cas[i].status);
-        CHECK(a.cas[i].device_count == b.cas[i].device_count);
-        CHECK(a.cas[i].subject_key_id == b.cas[i].subject_key_id);
-        CHECK(a.cas[i].updated_ms == b.cas[i].updated_ms);
-    }
-    REQUIRE(a.devices.size() == b.devices.size());
-    for (std::size_t i = 0; i < a.devices.size(); ++i) {
-        CHECK(a.devices[i].ca_sn == b.devices[i].ca_sn);
-        CHECK(a.devices[i].device_sn == b.devices[i].device_sn);
-        CHECK(a.devices[i].status == b.devices[i].status);
-        CHECK(a.devices[i].content_pem == b.devices[i].content_pem);
-        CHECK(a.devices[i].status_changed_ms == b.devices[i].status_changed_ms);
-    }
+    require_same_records(a.records, b.records);
     CHECK(a.by_ski == b.by_ski);
 }
 
@@ -273,10 +250,10 @@ TEST_CASE("a replica applies the fleet's changes in order and ends where the fle
 
     // Counts the ordinary operations keep: 0a has devices 1..3, 0b has one.
     const Contents c = contents(*replica, {});
-    REQUIRE(c.cas.size() == 2);
-    CHECK(c.cas[0].device_count == 3);
-    CHECK(c.cas[1].device_count == 1);
-    CHECK(c.cas[1].status == CertStatus::inactive);
+    REQUIRE(c.records.cas.size() == 2);
+    CHECK(c.records.cas[0].device_count == 3);
+    CHECK(c.records.cas[1].device_count == 1);
+    CHECK(c.records.cas[1].status == CertStatus::inactive);
 
     // The log holds the fleet's entries under the fleet's seqs.
     const auto log = change_log(*replica);
@@ -362,7 +339,7 @@ TEST_CASE("a replica refuses changes of another epoch and changes nothing", "[st
     CHECK(r.error().message.find("epoch-1") != std::string::npos);
     CHECK(r.error().message.find("epoch-2") != std::string::npos);
     CHECK(require_value(replica_position(*replica)).seq == 0);
-    CHECK(contents(*replica, {}).cas.empty());
+    CHECK(contents(*replica, {}).records.cas.empty());
 }
 
 TEST_CASE("a replica's log keeps the retention with the fleet's seqs", "[store][replica]") {
@@ -410,7 +387,7 @@ TEST_CASE("removing a CA removes the devices the replica holds of it, queued one
     require_ok(queue(*replica, make_device("0a", serial_for(7))));
     require_ok(queue(*replica, make_device("0b", serial_for(8))));
     CHECK(require_value(replica_queue_length(*replica)) == 2);
-    CHECK(contents(*replica, {}).device_count == 3);
+    CHECK(contents(*replica, {}).records.device_count == 3);
 
     const std::uint64_t from = fleet.last_seq() + 1;
     fleet.delete_ca("0a");
