@@ -232,8 +232,12 @@ class Broker:
         self.log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self.log_file,
                                      stderr=subprocess.STDOUT, env=self.environment())
-        if not expect_ready:
-            return self
+        return self.wait_ready(timeout) if expect_ready else self
+
+    def wait_ready(self, timeout=15):
+        """Waits until the broker started last serves its plain port and has
+        logged that it runs (judged on this run's lines: a restarted broker
+        appends to the same log)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -241,7 +245,7 @@ class Broker:
             try:
                 with socket.create_connection(("127.0.0.1", self.plain_port), timeout=0.2):
                     pass
-                if broker_running(self.log()):
+                if broker_running(self.run_log()):
                     return self
             except OSError:
                 pass
@@ -250,6 +254,14 @@ class Broker:
 
     def log(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def run_log(self):
+        """What the current (or last) run of the broker logged."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
     def wait_for_log(self, fragment, timeout=5.0):
         deadline = time.monotonic() + timeout

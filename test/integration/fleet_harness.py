@@ -114,39 +114,13 @@ class FleetBroker(Broker):
         super().__init__(workdir, pki, options=opts, **kw)
         self.name = self.workdir.name
 
-    def wait_ready(self, timeout=15):
-        """Waits for a broker started with expect_ready=False, as start() does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.plain_port), timeout=0.2):
-                    pass
-                if broker_running(self.log()[self.log_offset_chars:]):
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not become ready:\n{self.log()}")
-
     def start(self, expect_ready=True, timeout=15):
         # Broker.stop() removed the admin socket's directory: a restart needs
         # it back (and its removal at the end).
         if not Path(self.admin_socket_dir).is_dir():
             Path(self.admin_socket_dir).mkdir(mode=0o700)
             self._remove_socket_dir = weakref.finalize(self, shutil.rmtree, self.admin_socket_dir, True)
-        # A restart appends to the same log: readiness is judged on what this
-        # run wrote.
-        self.log_offset_chars = len(self.log())
-        super().start(expect_ready=False)
-        if expect_ready:
-            self.wait_ready(timeout)
-        return self
-
-    def run_log(self):
-        """What the current (or last) run of the broker logged."""
-        return self.log()[self.log_offset_chars:]
+        return super().start(expect_ready, timeout)
 
     def kill(self):
         """SIGKILL; returns the exit code (-9)."""
