@@ -299,9 +299,10 @@ def connect5(broker, device, client_id):
 def connack5(broker, device, client_id):
     """The CONNACK reason code a fresh MQTT 5 connection gets."""
     c = RawMqtt5(broker, device, client_id)
-    code = c.connack
-    c.close()
-    return code
+    try:
+        return c.connack
+    finally:
+        c.close()
 
 
 class Raw311:

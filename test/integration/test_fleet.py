@@ -29,6 +29,7 @@ import pytest
 pytestmark = pytest.mark.skipif(os.environ.get("DEVCERT_SANITIZE") == "address",
                                 reason="a libpq connection from the ASan-preloaded broker blocks in glibc's gettext lock")
 
+from admin_helpers import connack5 as connack
 from devcert_harness import RawMqtt5, broker_running
 from fleet_harness import Fleet, FleetBroker, entry_key, wait_until
 from pg_harness import PgServer
@@ -104,12 +105,6 @@ def connect(broker, dev, client_id):
     return c
 
 
-def connack(broker, dev, client_id):
-    c = RawMqtt5(broker, dev, client_id)
-    try:
-        return c.connack
-    finally:
-        c.close()
 
 
 def all_at_head(fleet, brokers, timeout=5.0):
