@@ -143,7 +143,6 @@ Outcome join_fleet(PluginState& state) {
     options.poll_interval = std::chrono::milliseconds(c.fleet_poll_ms);
     options.trim_interval = std::chrono::seconds(c.fleet_trim_interval);
     options.log_retention = c.change_log_retention;
-    options.max_queued_registrations = c.fleet_queue_max;
     PluginState* raw = &state;
     auto node = FleetNode::start(
         *state.store, options, [raw] { raw->wakeup.wake(); },

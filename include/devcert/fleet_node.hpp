@@ -27,9 +27,6 @@ struct FleetNodeOptions {
     /// (0 s: never).
     std::chrono::seconds trim_interval{60};
     std::uint64_t log_retention = kDefaultChangeLogRetention;
-    /// Registrations waiting for the fleet at most; beyond, a new device is
-    /// refused until the fleet is back.
-    std::uint64_t max_queued_registrations = 100'000;
     /// Changes fetched per round.
     std::size_t fetch_limit = 2'000;
 };
