@@ -201,7 +201,11 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
     // record that appeared since the check (registered by an operator, or
     // by the fleet) came with a log entry the tick has not read yet, so the
     // session accepted meanwhile is re-judged by it: nothing to do here.
-    const bool queue = state.fleet != nullptr;
+    // The writer thread reads neither the state's pointer to the fleet node
+    // (the broker thread owns it) nor the node after the writer stopped
+    // (PluginState stops the writer first).
+    FleetNode* fleet = state.fleet.get();
+    const bool queue = fleet != nullptr;
     const std::uint64_t max_queued = state.config.fleet_queue_max;
     state.writer->submit(
         [rec = std::move(rec), inserted, queue, max_queued](WriteView& w) -> Outcome {
@@ -215,7 +219,7 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
             *inserted = true;
             return Ok{};
         },
-        [raw, inserted, ca = std::move(ca), dev = std::move(dev), status](const Outcome& outcome) {
+        [raw, fleet, inserted, ca = std::move(ca), dev = std::move(dev), status](const Outcome& outcome) {
             // Writer thread: no broker call here, the lines wait for the tick.
             if (!outcome) {
                 raw->counters.store_errors.fetch_add(1, std::memory_order_relaxed);
@@ -223,9 +227,9 @@ void submit_registration(PluginState& state, X509* cert, const Verdict& v) {
                                                                 ca, outcome.error().message));
             } else if (*inserted) {
                 raw->counters.auto_registrations.fetch_add(1, std::memory_order_relaxed);
-                if (raw->fleet) raw->fleet->registration_queued();
+                if (fleet) fleet->registration_queued();
                 raw->deferred.push(LogLevel::notice, fmt::format("registered DeviceSn {} under CaSn {} as {}{}", dev,
-                                                                 ca, status, raw->fleet ? " (queued for the fleet)" : ""));
+                                                                 ca, status, fleet ? " (queued for the fleet)" : ""));
             }
         });
 }

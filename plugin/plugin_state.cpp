@@ -16,13 +16,14 @@ PluginState::PluginState(PluginConfig cfg) : config(std::move(cfg)) {}
 
 PluginState::~PluginState() {
     // The admin server submits to the fleet node and the writer, which wake
-    // the broker thread: stop them in that order, before what they point to.
+    // the broker thread; the writer's registrations tell the fleet node
+    // about themselves: stop them in that order, before what they point to.
     if (admin) admin->stop();
     admin.reset();
-    if (fleet) fleet->stop();
-    fleet.reset();
     if (writer) writer->stop();
     writer.reset();
+    if (fleet) fleet->stop();
+    fleet.reset();
     reader.reset();
     store.reset();
     wakeup.restore();
