@@ -8,6 +8,7 @@
 // share of the requested concurrency in flight until the connection budget or
 // the time limit is spent.
 #include <arpa/inet.h>
+#include <csignal>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -69,7 +70,8 @@ void usage() {
         "  -n, --connections N  connections to make (default 1000)\n"
         "  -c, --concurrency N  connections in flight (default 16)\n"
         "  --threads N          event loops (default 1)\n"
-        "  --time-limit S       stop starting connections after S seconds (default 60)\n"
+        "  --time-limit S       stop starting connections after S seconds (default 60; SIGTERM or\n"
+        "                       SIGINT stops them too, and the report follows as at the limit)\n"
         "  --timeout S          give up on one connection after S seconds (default 10)\n"
         "  --mqtt 3|5           MQTT 3.1.1 or 5 (default 3)\n"
         "  --client-id-prefix P client ids are P-<pid>-<n> (default lg)\n"
@@ -170,6 +172,14 @@ struct Conn {
     std::uint32_t events = 0;  // current epoll interest
 };
 
+// Set by SIGTERM and SIGINT: start no more connections, finish those in
+// flight and report, as at the time limit. A benchmark stops a background
+// load this way and still gets its counts.
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+void on_stop_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
 class Worker {
 public:
     Worker(const Options& o, SSL_CTX* ctx, const std::vector<Identity>& ids, std::atomic<std::uint64_t>& next,
@@ -205,7 +215,7 @@ private:
     // otherwise nest one call per connection.
     void refill() {
         while (!free_.empty()) {
-            if (Clock::now() >= deadline_) return;
+            if (Clock::now() >= deadline_ || g_stop.load(std::memory_order_relaxed)) return;
             if (next_.load(std::memory_order_relaxed) >= o_.connections) return;
             const std::size_t slot = free_.back();
             free_.pop_back();
@@ -438,6 +448,12 @@ void report(const Options& o, Stats& s, double seconds) {
 
 int main(int argc, char** argv) {
     const Options o = parse_options(argc, argv);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
     const std::vector<Identity> ids = load_identities(o.cert_dirs, o.cert_list);
     SslCtxPtr ctx = make_client_ctx(o.ca_file, false);
 

@@ -66,6 +66,9 @@ if [[ -f "$here/admin_bench.py" ]]; then
   step "admin_bench.py"
   "$python" "$here/admin_bench.py" --build "$build" --tiny --work "$work/admin"
 fi
+step "fleet_bench.py (a durable PostgreSQL, every fleet scenario once at a tiny size)"
+"$python" "$here/fleet_bench.py" --build "$build" --tiny --work "$work/fleet" >/dev/null
+
 step "many_sessions.py (N = 0 and 50, 1 s phases)"
 "$python" "$here/many_sessions.py" --build "$build" --tiny --work "$work/many" >/dev/null
 

@@ -13,6 +13,10 @@ plain-thread (the same with a preloaded library that starts one idle
 thread: what any second thread in the broker costs); plugin-1m, plugin-10m
 (the plugin on a store of 1M / 10M records, admin socket off);
 plugin-1m-admin (the same with the admin socket on, the default);
+fleet-1m (the plugin in fleet mode, admin socket off: a fleet of 1M records
+in a durable PostgreSQL started by the script, the broker checking against
+its replica, bootstrapped once before the rounds and reused by every run as
+a restarted broker's would be);
 crl-1k, crl-100k, crl-1m (no plugin, crlfile with that many revoked serials).
 
 Per run it records connections/s, connect-to-CONNACK p50/p99, broker start-up
@@ -49,6 +53,7 @@ CONFIGS = {
     "plugin-1m": ("plugin", 1_000_000, 2_000),
     "plugin-10m": ("plugin", 10_000_000, 20_000),
     "plugin-1m-admin": ("plugin-admin", 1_000_000, 2_000),
+    "fleet-1m": ("fleet", 1_000_000, 2_000),
     "crl-1k": ("crl", 1_000, 10),
     "crl-100k": ("crl", 100_000, 100),
     "crl-1m": ("crl", 1_000_000, 1_000),
@@ -66,6 +71,9 @@ class Paths:
         plugin = os.environ.get("DEVCERT_PLUGIN") or str(self.build / "plugin/mosquitto_devcert.so")
         self.plugin = Path(plugin)
         self.idle_thread = self.build / "bench/devcert_idle_thread.so"
+        self.devcertctl = Path(os.environ.get("DEVCERTCTL") or self.build / "admin/devcertctl")
+        self.pg = None  # the PostgreSQL of the fleet configurations
+        self.fleets = {}
 
     def _tool(self, rel):
         p = self.build / rel
@@ -107,11 +115,30 @@ def prepare_store(paths, count):
     return store
 
 
+def prepare_fleet(paths, count):
+    """A fleet migrated from the filled store of `count` records, on the
+    PostgreSQL main() started, and a replica of it bootstrapped once; returns
+    (replica, connection string)."""
+    if count not in paths.fleets:
+        from fleet_common import FleetDb, Member
+        fleet = FleetDb(paths.pg, paths.devcertctl)
+        log(f"migrating the store of {count} records into a fleet")
+        seconds = fleet.init(prepare_store(paths, count))
+        replica = paths.work / f"fleet-replica-{count}"
+        shutil.rmtree(replica, ignore_errors=True)
+        member = Member(paths, paths.work / "runs" / f"fleet-bootstrap-{count}", paths.pki, fleet.conninfo,
+                        admin=False, replica=replica)
+        log(f"migrated in {seconds:.1f} s; a broker's replica bootstrapped in {member.start():.1f} s")
+        member.stop()
+        paths.fleets[count] = (replica, fleet.conninfo)
+    return paths.fleets[count]
+
+
 def uses_store(kind):
-    return kind in ("plugin", "plugin-admin")
+    return kind in ("plugin", "plugin-admin", "fleet")
 
 
-def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=None):
+def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=None, fleet=None):
     pki = paths.pki
     lines = listener_lines(run_dir / "broker.log", plain_port, tls_port, pki)
     if kind in ("plain", "plain-thread", "crl"):
@@ -126,7 +153,7 @@ def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=No
             f"plugin_opt_db_path {store}",
             f"plugin_opt_admin_socket {admin}",
             f"plugin_opt_import_ca {pki / 'ca.crt'}",
-        ]
+        ] + ([f"plugin_opt_fleet {fleet}"] if fleet else [])
     return write_config(run_dir / "mosquitto.conf", lines)
 
 
@@ -181,8 +208,14 @@ def run_one(paths, name, spec, args, round_no):
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-r{round_no}-", dir=paths.work / "runs"))
     plain_port, tls_port = free_port(), free_port()
     crl = prepare_crl(paths, size) if kind == "crl" else None
-    store = prepare_store(paths, size) if uses_store(kind) else None
-    conf = broker_config(run_dir, kind, plain_port, tls_port, paths, crl=crl, store=store)
+    fleet = None
+    if kind == "fleet":
+        store, fleet = prepare_fleet(paths, size)
+    elif uses_store(kind):
+        store = prepare_store(paths, size)
+    else:
+        store = None
+    conf = broker_config(run_dir, kind, plain_port, tls_port, paths, crl=crl, store=store, fleet=fleet)
 
     result = {"config": name, "round": round_no}
     t0 = time.monotonic()
@@ -372,9 +405,22 @@ def main():
 
     prepare_pki(paths, args.devices)
     specs = {n: (CONFIGS[n][0], CONFIGS[n][2] if args.tiny else CONFIGS[n][1]) for n in names}
+    if any(kind == "fleet" for kind, _ in specs.values()):
+        from fleet_common import start_pg
+        paths.pg = start_pg()
+    try:
+        return run_rounds(args, paths, names, specs, temp_work)
+    finally:
+        if paths.pg:
+            paths.pg.close()
+
+
+def run_rounds(args, paths, names, specs, temp_work):
     for n, (kind, size) in specs.items():  # everything made before the first timed run
         if kind == "crl":
             prepare_crl(paths, size)
+        elif kind == "fleet":
+            prepare_fleet(paths, size)
         elif uses_store(kind):
             prepare_store(paths, size)
 

@@ -8,6 +8,9 @@ the tests run as root (PostgreSQL refuses root), stopped at the end.
         pg.psql(conninfo, "SELECT 1")
         pg.stop(); pg.start()          # an outage
 
+Benchmarks ask for a durable server (`PgServer(durable=True)`): fsync,
+synchronous commit and full-page writes on, as in production.
+
 A watchdog process (its own session, waiting for EOF on a pipe only this
 process holds) stops the server and removes the directory if the test
 process dies without doing so.
@@ -48,7 +51,9 @@ def _server_user():
 class PgServer:
     """One PostgreSQL server in a private directory; see the module doc."""
 
-    def __init__(self):
+    def __init__(self, durable=False, max_connections=100):
+        self.durable = durable
+        self.max_connections = max_connections
         if not os.access(f"{PG_BIN}/initdb", os.X_OK):
             raise RuntimeError(f"PostgreSQL server binaries not found in {PG_BIN} "
                                "(scripts/setup installs postgresql-15)")
@@ -97,8 +102,9 @@ class PgServer:
         return self
 
     def start(self):
-        options = (f"-c listen_addresses='' -k {self.dir} -p {self.port} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        options = f"-c listen_addresses='' -k {self.dir} -p {self.port} -c max_connections={self.max_connections}"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         rc = self._run([f"{PG_BIN}/pg_ctl", "-D", self.data, "-w", "-t", "60", "-l", f"{self.dir}/server.log",
                         "-o", options, "start"], f"{self.dir}/pg_ctl.log")
         if rc != 0:
