@@ -25,14 +25,13 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, stop_broker, write_config
+from bench_common import MOSQUITTO, Tools, cpus_available, free_port, listener_lines, log, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -203,13 +202,16 @@ def caller_process(admin_socket, serials, rate, pin_cpu, queue):
     queue.put({"latencies": lat, "errors": errors, "start": t_start, "end": time.monotonic()})
 
 
-def inactivation_run(broker, callers, per_caller, serials, rate, pin):
+def inactivation_run(sockets, callers, per_caller, serials, rate, pin):
+    """`callers` processes, caller c on admin socket sockets[c % len(sockets)],
+    each inactivating its `per_caller` serials (paced at `rate`/s, or closed
+    loop at 0)."""
     queue = multiprocessing.Queue()
     procs = []
     for c in range(callers):
         chunk = serials[c * per_caller:(c + 1) * per_caller]
         p = multiprocessing.Process(target=caller_process,
-                                    args=(broker.admin_socket, chunk, rate, 1 if pin else None, queue))
+                                    args=(sockets[c % len(sockets)], chunk, rate, 1 if pin else None, queue))
         procs.append(p)
     for p in procs:
         p.start()
@@ -223,9 +225,9 @@ def inactivation_run(broker, callers, per_caller, serials, rate, pin):
         "calls": len(lat),
         "errors": sum(r["errors"] for r in results),
         "per_s": len(lat) / wall if wall > 0 else 0.0,
-        "p50_ms": percentile(lat, 50) * 1000,
-        "p99_ms": percentile(lat, 99) * 1000,
-        "max_ms": max(lat) * 1000 if lat else 0.0,
+        "p50_ms": round(percentile(lat, 50) * 1000, 2),
+        "p99_ms": round(percentile(lat, 99) * 1000, 2),
+        "max_ms": round(max(lat) * 1000, 2) if lat else 0.0,
         "paced_per_s": rate,
     }
 
@@ -282,6 +284,19 @@ class MqttDevice:
             pass
 
 
+def timed_kick(client, dev, ca_sn, sn, timeout=5):
+    """Inactivates (ca_sn, sn) through `client` and waits for `dev`'s
+    DISCONNECT: (seconds since the response was read, seconds since the
+    request was sent, the reason code or -1 for a bare close)."""
+    t_request = time.monotonic()
+    status, body = client.call("InactivateDeviceCertificate", CaSn=ca_sn, DeviceSn=sn)
+    t0 = time.monotonic()
+    expect_ok(status, body, "InactivateDeviceCertificate")
+    reason = dev.wait_disconnect(timeout=timeout)
+    t1 = time.monotonic()
+    return t1 - t0, t1 - t_request, reason
+
+
 def kick_trials(broker, pki, trials, how, store, devcertctl):
     client = AdminClient(broker.admin_socket)
     sn = "0d000001"
@@ -289,15 +304,14 @@ def kick_trials(broker, pki, trials, how, store, devcertctl):
     for t in range(trials):
         dev = MqttDevice(broker.tls_port, pki, KICK_DEVICE, f"kick-{how}-{t}")
         if how == "admin":
-            status, body = client.call("InactivateDeviceCertificate", CaSn="0ca1", DeviceSn=sn)
-            t0 = time.monotonic()
-            expect_ok(status, body, "InactivateDeviceCertificate")
+            seconds, _, reason = timed_kick(client, dev, "0ca1", sn)
         else:
             subprocess.run([devcertctl, "--db", str(store), "InactivateDeviceCertificate", "--MqttInstanceId",
                             INSTANCE, "--CaSn", "0ca1", "--DeviceSn", sn], check=True, stdout=subprocess.DEVNULL)
             t0 = time.monotonic()
-        reason = dev.wait_disconnect(timeout=5)
-        lat.append(time.monotonic() - t0)
+            reason = dev.wait_disconnect(timeout=5)
+            seconds = time.monotonic() - t0
+        lat.append(seconds)
         reasons[reason] = reasons.get(reason, 0) + 1
         dev.close()
         status, body = client.call("ActiveDeviceCertificate", CaSn="0ca1", DeviceSn=sn)
@@ -349,14 +363,9 @@ def main():
     args = ap.parse_args()
     if args.tiny:
         args.records, args.calls, args.paced_seconds, args.trials = 2_000, 20, 0.2, 5
-    build = Path(args.build).resolve()
-    args.loadgen = build / "bench/devcert_loadgen"
-    args.fill_store = build / "bench/devcert_fill_store"
-    args.devcertctl = Path(os.environ.get("DEVCERTCTL") or build / "admin/devcertctl")
-    args.plugin = Path(os.environ.get("DEVCERT_PLUGIN") or build / "plugin/mosquitto_devcert.so")
-    for p in (args.loadgen, args.fill_store, args.devcertctl, args.plugin):
-        if not p.exists():
-            sys.exit(f"admin_bench: {p} is missing: build it first")
+    tools = Tools(args.build, "admin_bench")
+    args.loadgen, args.fill_store, args.devcertctl, args.plugin = (tools.loadgen, tools.fill_store, tools.devcertctl,
+                                                                   tools.plugin)
     if args.pin and (cpus_available() < 2 or not shutil.which("taskset")):
         args.pin = False
 
@@ -391,7 +400,7 @@ def main():
         for callers, rate, n in ((1, 0, args.calls), (8, 0, args.calls), (1, 500, paced_calls)):
             chunk = serials[used:used + callers * n]
             used += callers * n
-            r = inactivation_run(broker, callers, n, chunk, rate, args.pin)
+            r = inactivation_run([broker.admin_socket], callers, n, chunk, rate, args.pin)
             runs.append(r)
             label = f"{callers} caller{'s' if callers > 1 else ''}" + (f", paced {rate}/s" if rate else ", closed loop")
             log(f"InactivateDeviceCertificate, {label}: {r['per_s']:.0f}/s, p50 {r['p50_ms']:.2f} ms, "

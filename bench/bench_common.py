@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -54,6 +55,35 @@ def listener_lines(log_file, plain_port, tls_port, pki, cafile=None):
 def write_config(path, lines):
     path.write_text("\n".join(line for line in lines if line) + "\n")
     return path
+
+
+CONNECT_PROBE = bytes([0x10, 0x0E, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x02]) + b"pr"
+
+
+def probe(port):
+    """True once the listener answers a CONNECT with a CONNACK (any code)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(CONNECT_PROBE)
+            data = s.recv(4)
+            return len(data) >= 1 and data[0] == 0x20
+    except OSError:
+        return False
+
+
+class Tools:
+    """The built tools a benchmark runs; exits naming the first missing."""
+
+    def __init__(self, build, who):
+        build = Path(build).resolve()
+        self.build = build
+        self.loadgen = build / "bench/devcert_loadgen"
+        self.fill_store = build / "bench/devcert_fill_store"
+        self.devcertctl = Path(os.environ.get("DEVCERTCTL") or build / "admin/devcertctl")
+        self.plugin = Path(os.environ.get("DEVCERT_PLUGIN") or build / "plugin/mosquitto_devcert.so")
+        for p in (self.loadgen, self.fill_store, self.devcertctl, self.plugin):
+            if not p.exists():
+                sys.exit(f"{who}: {p} is missing: build it first")
 
 
 def stop_broker(proc, timeout=30):

@@ -38,12 +38,10 @@ PKI are made once under --work (default /var/tmp/devcert-fleet-bench).
 
 import argparse
 import json
-import multiprocessing
 import os
 import selectors
 import shutil
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
@@ -51,9 +49,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from admin_bench import AdminClient, MqttDevice, active_serials, caller_process, expect_ok, percentile
-from bench_common import log
-from fleet_common import BENCH_DIR, FleetDb, Member, Tools, fill_store, start_pg, stop_all
+from admin_bench import AdminClient, MqttDevice, active_serials, expect_ok, inactivation_run, percentile, timed_kick
+from bench_common import Tools, log
+from fleet_common import BENCH_DIR, FleetDb, Member, fill_store, start_pg, stop_all
 
 KICK_DEVICE = "dev-0001"
 PKI_DEVICES = 32
@@ -129,15 +127,21 @@ def fleet_stats(client):
     return call_ok(client, "GetStats")["Data"]["Fleet"]
 
 
-# ------------------------------------------------------------------ kick
-
-def kick_run(ctx, run, under_load):
-    work = ctx.run_dir(f"kick-{'load' if under_load else 'idle'}-{run}")
+def start_three(ctx, work):
+    """Brokers a, b and c of the main fleet, started together."""
     members = [Member(ctx.tools, work / n, ctx.pki, ctx.fleet.conninfo) for n in "abc"]
     for m in members:
         m.launch()
     for m in members:
         m.wait_ready()
+    return members
+
+
+# ------------------------------------------------------------------ kick
+
+def kick_run(ctx, run, under_load):
+    work = ctx.run_dir(f"kick-{'load' if under_load else 'idle'}-{run}")
+    members = start_three(ctx, work)
     a, c = members[0], members[2]
     loads = []
     try:
@@ -151,13 +155,9 @@ def kick_run(ctx, run, under_load):
         lat, since_request, reasons = [], [], {}
         for t in range(ctx.args.trials):
             dev = connect_device(c.tls_port, ctx.pki, f"kick-{run}-{t}")
-            t_req = time.monotonic()
-            call_ok(admin, "InactivateDeviceCertificate", CaSn=CA_SN, DeviceSn=KICK_SN)
-            t0 = time.monotonic()
-            reason = dev.wait_disconnect(timeout=10)
-            now = time.monotonic()
-            lat.append(now - t0)
-            since_request.append(now - t_req)
+            since_response, since, reason = timed_kick(admin, dev, CA_SN, KICK_SN, timeout=10)
+            lat.append(since_response)
+            since_request.append(since)
             reasons[reason] = reasons.get(reason, 0) + 1
             dev.close()
             call_ok(admin, "ActiveDeviceCertificate", CaSn=CA_SN, DeviceSn=KICK_SN)
@@ -258,36 +258,19 @@ def fanout(ctx):
 
 def writes_run(ctx, run, serials):
     work = ctx.run_dir(f"writes-{run}")
-    members = [Member(ctx.tools, work / n, ctx.pki, ctx.fleet.conninfo) for n in "abc"]
-    for m in members:
-        m.launch()
-    for m in members:
-        m.wait_ready()
+    members = start_three(ctx, work)
     try:
         head0 = ctx.fleet.head()
         per = ctx.args.write_calls
-        queue = multiprocessing.Queue()
-        procs = [multiprocessing.Process(target=caller_process,
-                                         args=(members[i % 3].admin_socket, serials[i * per:(i + 1) * per], 0,
-                                               None, queue)) for i in range(8)]
-        for p in procs:
-            p.start()
-        results = [queue.get(timeout=900) for _ in procs]
-        for p in procs:
-            p.join()
-        lat = [x for r in results for x in r["latencies"]]
-        wall = max(r["end"] for r in results) - min(r["start"] for r in results)
-        closed = {"calls": len(lat), "errors": sum(r["errors"] for r in results), "per_s": round(len(lat) / wall),
-                  "p50_ms": ms(percentile(lat, 50)), "p99_ms": ms(percentile(lat, 99))}
+        sockets = [m.admin_socket for m in members]
+        closed = inactivation_run(sockets, 8, per, serials[:8 * per], 0, False)
         paced_n = int(100 * ctx.args.paced_seconds)
-        paced_serials = serials[8 * per:8 * per + paced_n]
-        caller_process(members[0].admin_socket, paced_serials, 100, None, queue)
-        p = queue.get()
-        paced = {"calls": len(p["latencies"]), "errors": p["errors"], "p50_ms": ms(percentile(p["latencies"], 50)),
-                 "p99_ms": ms(percentile(p["latencies"], 99)), "max_ms": ms(max(p["latencies"]))}
+        paced = inactivation_run(sockets[:1], 1, paced_n, serials[8 * per:8 * per + paced_n], 100, False)
         committed = ctx.fleet.head() - head0
     finally:
         stop_all(members)
+    for part in (closed, paced):
+        part["per_s"] = round(part["per_s"])
     r = {"closed_loop_8": closed, "paced_100": paced, "changes_committed": committed}
     if closed["errors"] or paced["errors"] or committed != closed["calls"] + paced["calls"]:
         r["error"] = (f"errors {closed['errors']}+{paced['errors']}, {committed} changes committed for "
@@ -416,11 +399,7 @@ def bootstrap(ctx):
 
 def outage_run(ctx, run):
     work = ctx.run_dir(f"outage-{run}")
-    members = [Member(ctx.tools, work / n, ctx.pki, ctx.fleet.conninfo) for n in "abc"]
-    for m in members:
-        m.launch()
-    for m in members:
-        m.wait_ready()
+    members = start_three(ctx, work)
     loads = {}
     try:
         admin = AdminClient(members[0].admin_socket)
@@ -499,7 +478,7 @@ def outage_run(ctx, run):
 class Context:
     def __init__(self, args):
         self.args = args
-        self.tools = Tools(args.build)
+        self.tools = Tools(args.build, "fleet_bench")
         self.work = Path(args.work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.runs_dir = Path(tempfile.mkdtemp(prefix="runs-", dir=self.work))

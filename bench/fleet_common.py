@@ -5,14 +5,13 @@ a fleet, each with its own replica."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, free_port, listener_lines, log, stop_broker, write_config
+from bench_common import MOSQUITTO, free_port, listener_lines, log, probe, stop_broker, write_config
 
 _ports_given = set()
 
@@ -33,20 +32,6 @@ sys.path.insert(0, str(REPO / "test" / "integration"))
 from pg_harness import PgServer  # noqa: E402  (the path above)
 
 INSTANCE = "bench"
-CONNECT_PROBE = bytes([0x10, 0x0E, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x02]) + b"pr"
-
-
-def probe(port):
-    """True once the listener answers a CONNECT with a CONNACK (any code)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(CONNECT_PROBE)
-            data = s.recv(4)
-            return len(data) >= 1 and data[0] == 0x20
-    except OSError:
-        return False
-
-
 def start_pg(max_connections=100):
     """A durable server (fsync, synchronous commit and full-page writes on)."""
     return PgServer(durable=True, max_connections=max_connections).init().start()
@@ -163,19 +148,6 @@ class Member:
         if self.sock_dir:
             shutil.rmtree(self.sock_dir, ignore_errors=True)
         return status
-
-
-class Tools:
-    def __init__(self, build):
-        build = Path(build).resolve()
-        self.build = build
-        self.loadgen = build / "bench/devcert_loadgen"
-        self.fill_store = build / "bench/devcert_fill_store"
-        self.devcertctl = Path(os.environ.get("DEVCERTCTL") or build / "admin/devcertctl")
-        self.plugin = Path(os.environ.get("DEVCERT_PLUGIN") or build / "plugin/mosquitto_devcert.so")
-        for p in (self.loadgen, self.fill_store, self.devcertctl, self.plugin):
-            if not p.exists():
-                sys.exit(f"{p} is missing: build it first")
 
 
 def stop_all(members):

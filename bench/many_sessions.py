@@ -52,7 +52,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from admin_bench import AdminClient, MqttDevice, expect_ok, percentile
+from admin_bench import AdminClient, MqttDevice, expect_ok, percentile, timed_kick
 from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -376,14 +376,9 @@ def device_kicks(args, broker):
     lat, from_request, reasons = [], [], {}
     for t in range(args.kick_trials):
         dev = MqttDevice(broker.tls_port, args.pki, "dev-0001", f"kick-{t}")
-        t_request = time.monotonic()
-        status, body = client.call("InactivateDeviceCertificate", CaSn=CA1, DeviceSn=KICK_SN)
-        t0 = time.monotonic()
-        expect_ok(status, body, "InactivateDeviceCertificate")
-        reason = dev.wait_disconnect(timeout=5)
-        t1 = time.monotonic()
-        lat.append(t1 - t0)
-        from_request.append(t1 - t_request)
+        since_response, since_request, reason = timed_kick(client, dev, CA1, KICK_SN)
+        lat.append(since_response)
+        from_request.append(since_request)
         reasons[reason] = reasons.get(reason, 0) + 1
         dev.close()
         expect_ok(*client.call("ActiveDeviceCertificate", CaSn=CA1, DeviceSn=KICK_SN), "ActiveDeviceCertificate")

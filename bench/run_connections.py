@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, stop_broker, write_config
+from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, probe, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -155,20 +154,6 @@ def broker_config(run_dir, kind, plain_port, tls_port, paths, crl=None, store=No
             f"plugin_opt_import_ca {pki / 'ca.crt'}",
         ] + ([f"plugin_opt_fleet {fleet}"] if fleet else [])
     return write_config(run_dir / "mosquitto.conf", lines)
-
-
-CONNECT_PROBE = bytes([0x10, 0x0E, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x02]) + b"pr"
-
-
-def probe(port):
-    """True once the listener answers a CONNECT with a CONNACK (any code)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(CONNECT_PROBE)
-            data = s.recv(4)
-            return len(data) >= 1 and data[0] == 0x20
-    except OSError:
-        return False
 
 
 def proc_status(pid):
