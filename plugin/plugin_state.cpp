@@ -143,6 +143,7 @@ Outcome join_fleet(PluginState& state) {
     options.fleet.instance_id = c.instance_id;
     options.poll_interval = std::chrono::milliseconds(c.fleet_poll_ms);
     options.trim_interval = std::chrono::seconds(c.fleet_trim_interval);
+    options.fleet.timeout_s = c.fleet_timeout;
     options.log_retention = c.change_log_retention;
     PluginState* raw = &state;
     auto node = FleetNode::start(

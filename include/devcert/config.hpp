@@ -38,6 +38,7 @@ struct PluginConfig {
     unsigned fleet_poll_ms = 500;                              ///< safety-net poll of the fleet's log
     std::uint64_t fleet_queue_max = 100'000;                   ///< registrations waiting for the fleet
     unsigned fleet_trim_interval = 60;                         ///< s between trims of the fleet's log; 0 = never
+    unsigned fleet_timeout = 10;                               ///< s a frozen member may hold the fleet; see FleetOptions
 
     PluginConfig();
 };

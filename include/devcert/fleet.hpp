@@ -14,6 +14,7 @@
 // which a bigserial cannot promise. See docs/fleet.md, "Schema".
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -42,6 +43,17 @@ struct FleetOptions {
     /// Seconds to wait for a connection (libpq connect_timeout) unless the
     /// connection string sets one.
     unsigned connect_timeout_s = 10;
+    /// Seconds this side may keep the fleet waiting, and be kept waiting:
+    /// the server ends the session when it sits idle inside a transaction
+    /// this long (a broker stopped or cut off while it holds the head row
+    /// stalls every member's writes no longer), a lock is waited for twice
+    /// as long, and every statement must be answered within three times as
+    /// long or its connection is dropped. 0: no bounds.
+    unsigned timeout_s = 10;
+    /// Once set, a statement waiting for its answer gives up at once (its
+    /// connection is dropped): a stopping broker does not wait for the
+    /// database. May be null.
+    const std::atomic<bool>* abandon = nullptr;
 };
 
 /// One committed entry of the fleet change log with what a follower needs to

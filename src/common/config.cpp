@@ -330,6 +330,10 @@ Result<PluginConfig> parse_config(const OptionList& options) {
             auto v = parse_unsigned(key, value, 1, 10'000'000);
             if (!v) return v.error();
             c.fleet_queue_max = *v;
+        } else if (key == "fleet_timeout") {
+            auto v = parse_unsigned(key, value, 1, 3'600);
+            if (!v) return v.error();
+            c.fleet_timeout = static_cast<unsigned>(*v);
         } else if (key == "fleet_trim_interval") {
             auto v = parse_unsigned(key, value, 0, 86'400);
             if (!v) return v.error();

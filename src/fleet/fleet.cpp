@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <openssl/evp.h>
-#include <poll.h>
 
 #include <cstring>
 #include <exception>
@@ -132,6 +131,8 @@ struct Fleet::Impl {
         pg::Failure failure = pg::Failure::none;
         if (auto r = conn.exec("begin a transaction", sql, {}, &failure); !r) {
             if (failure != pg::Failure::connection) return r.error();
+            // Dropped for not answering: asking again now would wait as long.
+            if (!conn.get()) return r.error();
             if (auto again = reachable(); !again) return again;
             if (auto retried = conn.exec("begin a transaction", sql); !retried) return retried.error();
         }
@@ -216,7 +217,15 @@ Result<std::unique_ptr<Fleet>> Fleet::connect(const FleetOptions& options) {
     if (auto ok = fleet_detail::check_instance_id(options.instance_id); !ok) return ok.error();
     auto conninfo = fleet_conninfo(options.conninfo);
     if (!conninfo) return conninfo.error();
-    auto conn = pg::Conn::open(*conninfo, options.connect_timeout_s);
+    pg::SessionLimits limits;
+    if (options.timeout_s > 0) {
+        const std::chrono::milliseconds t = std::chrono::seconds(options.timeout_s);
+        limits.idle_in_transaction = t;
+        limits.lock_wait = 2 * t;
+        limits.answer = 3 * t;
+    }
+    limits.abandon = options.abandon;
+    auto conn = pg::Conn::open(*conninfo, options.connect_timeout_s, limits);
     if (!conn) return conn.error();
     auto row = fleet_detail::check_schema(*conn, options.instance_id);
     if (!row) return row.error();
@@ -509,17 +518,29 @@ bool device_from_fields(const Fields& f, DeviceRecord& rec) {
 /// and dropped, so the connection stays usable.
 Outcome copy_out(pg::Conn& conn, const std::string& sql, std::string_view what,
                  const std::function<Outcome(const Fields&)>& on_tuple) {
-    pg::ResultPtr start(PQexec(conn.get(), sql.c_str()));
-    if (!start || PQresultStatus(start.get()) != PGRES_COPY_OUT)
-        return pg::statement_error(what, conn.last_message());
+    if (auto r = conn.send(what, sql.c_str()); !r) return r;
+    auto start = conn.next_result(what);
+    if (!start) return start.error();
+    if (!*start || PQresultStatus(start->get()) != PGRES_COPY_OUT) {
+        const std::string why = conn.last_message();
+        while (true) {  // the statement's remaining results, so the connection stays usable
+            auto rest = conn.next_result(what);
+            if (!rest || !*rest) break;
+        }
+        return pg::statement_error(what, why);
+    }
     CopyReader reader;
     Fields fields;
     std::optional<Error> failed;
     bool done = false;
     for (;;) {
         char* raw = nullptr;
-        const int n = PQgetCopyData(conn.get(), &raw, 0);
+        const int n = PQgetCopyData(conn.get(), &raw, 1);
         std::unique_ptr<char, CopyBufferFree> chunk(raw);
+        if (n == 0) {  // nothing buffered: wait (within the connection's limits) for more
+            if (auto more = conn.await_answer(what); !more) return more;
+            continue;
+        }
         if (n == -1) break;
         if (n < 0) return pg::statement_error(what, conn.last_message());
         if (failed || done) continue;
@@ -533,8 +554,11 @@ Outcome copy_out(pg::Conn& conn, const std::string& sql, std::string_view what,
         }
         if (bad) failed = pg::statement_error(what, "the COPY stream is malformed");
     }
-    for (pg::ResultPtr r(PQgetResult(conn.get())); r; r.reset(PQgetResult(conn.get()))) {
-        if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && !failed)
+    for (;;) {
+        auto r = conn.next_result(what);
+        if (!r) return r.error();
+        if (!*r) break;
+        if (PQresultStatus(r->get()) != PGRES_COMMAND_OK && !failed)
             failed = pg::statement_error(what, conn.last_message());
     }
     if (failed) return *failed;
@@ -547,6 +571,13 @@ Result<FleetHead> Fleet::snapshot(FleetSnapshotSink& sink) {
     Impl& d = *impl_;
     if (auto r = d.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !r) return r.error();
     const std::string instance = std::to_string(d.instance);
+    // A snapshot of millions of records may take the server long before its
+    // first row: no bound on the answers but the owner stopping.
+    struct Unbounded {
+        pg::Conn& conn;
+        std::chrono::milliseconds was;
+        ~Unbounded() { conn.set_answer_bound(was); }
+    } unbounded{d.conn, d.conn.set_answer_bound(std::chrono::milliseconds{0})};
     auto run = [&]() -> Result<FleetHead> {
         // The head is read first: in REPEATABLE READ every statement sees the
         // snapshot taken by the first one, so the records below are exactly
@@ -600,27 +631,21 @@ Result<bool> Fleet::wait_for_commit(std::chrono::milliseconds timeout) {
     Impl& d = *impl_;
     if (!d.listening) return make_error(Errc::invalid_argument, "wait_for_commit needs listen() first");
     if (auto r = d.reachable(); !r) return r.error();
-    PGconn* c = d.conn.get();
     auto drain = [&] {
         bool any = false;
-        while (PGnotify* n = PQnotifies(c)) {
+        while (PGnotify* n = PQnotifies(d.conn.get())) {
             any = true;
             PQfreemem(n);
         }
         return any;
     };
-    auto lost = [&] {
-        return make_error(Errc::unavailable,
-                          fmt::format("fleet database unreachable: waiting for commits failed: {}",
-                                      d.conn.last_message()));
-    };
-    if (PQconsumeInput(c) == 0) return lost();
+    if (PQconsumeInput(d.conn.get()) == 0)
+        return make_error(Errc::unavailable, fmt::format("fleet database unreachable: waiting for commits failed: {}",
+                                                         d.conn.last_message()));
     if (drain()) return true;
-    pollfd p{PQsocket(c), POLLIN, 0};
-    const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(timeout.count(), 0)));
-    if (ready <= 0) return false;
-    if (PQconsumeInput(c) == 0) return lost();
-    return drain();
+    auto ready = d.conn.await_input("wait for commits", std::max(timeout, std::chrono::milliseconds{0}));
+    if (!ready) return ready.error();
+    return *ready && drain();
 }
 
 Result<std::uint64_t> Fleet::trim(std::uint64_t retention) {

@@ -148,6 +148,7 @@ struct FleetNode::Impl {
     Outcome connect_follower() {
         if (follow) return Ok{};
         FleetOptions o = options.fleet;
+        o.abandon = &stopping;
         auto conn = Fleet::connect(o);
         if (!conn) return conn.error();
         if (auto ok = (*conn)->listen(); !ok) return ok;
@@ -375,7 +376,9 @@ struct FleetNode::Impl {
             for (auto& job : batch) job.done.set_value(Outcome(e));
         };
         if (!writer_conn) {
-            auto conn = Fleet::connect(options.fleet);
+            FleetOptions o = options.fleet;
+            o.abandon = &stopping;
+            auto conn = Fleet::connect(o);
             if (!conn) {
                 mark_unreachable(conn.error());
                 return fail_all(fatal_for_start(conn.error()) ? conn.error() : unreachable(conn.error()));

@@ -2,8 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <utility>
 
 namespace devcert::pg {
 
@@ -107,12 +112,19 @@ Error statement_error(std::string_view what, std::string_view why) {
     return make_error(Errc::store_error, fmt::format("fleet database: {} failed: {}", what, why));
 }
 
-Result<Conn> Conn::open(std::string_view conninfo, unsigned connect_timeout_s) {
+Result<Conn> Conn::open(std::string_view conninfo, unsigned connect_timeout_s, const SessionLimits& limits) {
     auto parsed = parse_conninfo(std::string(conninfo));
     if (!parsed) return parsed.error();
     Conn conn;
+    conn.answer_ = limits.answer;
+    conn.abandon_ = limits.abandon;
     std::vector<const char*> keys;
     std::vector<const char*> values;
+    // Ours first: a later -c of the same name (the string's own) wins.
+    std::string session;
+    if (limits.idle_in_transaction.count() > 0)
+        session += fmt::format("-c idle_in_transaction_session_timeout={} ", limits.idle_in_transaction.count());
+    if (limits.lock_wait.count() > 0) session += fmt::format("-c lock_timeout={} ", limits.lock_wait.count());
     bool has_timeout = false;
     bool has_app = false;
     for (PQconninfoOption* o = parsed->get(); o->keyword; ++o) {
@@ -120,6 +132,10 @@ Result<Conn> Conn::open(std::string_view conninfo, unsigned connect_timeout_s) {
         if (is_secret_keyword(o->keyword)) conn.secrets_.add(o->val);
         has_timeout |= std::strcmp(o->keyword, "connect_timeout") == 0;
         has_app |= std::strcmp(o->keyword, "application_name") == 0;
+        if (std::strcmp(o->keyword, "options") == 0) {
+            session += o->val;
+            continue;
+        }
         keys.push_back(o->keyword);
         values.push_back(o->val);
     }
@@ -132,17 +148,50 @@ Result<Conn> Conn::open(std::string_view conninfo, unsigned connect_timeout_s) {
         keys.push_back("application_name");
         values.push_back("mosquitto-devcert");
     }
+    if (!session.empty()) {
+        keys.push_back("options");
+        values.push_back(session.c_str());
+    }
     keys.push_back(nullptr);
     values.push_back(nullptr);
-    conn.conn_.reset(PQconnectdbParams(keys.data(), values.data(), 0));
+    conn.connect_timeout_ = std::chrono::seconds(connect_timeout_s);
+    conn.conn_.reset(PQconnectStartParams(keys.data(), values.data(), 0));
     if (!conn.conn_) return make_error(Errc::store_error, "cannot connect to the fleet database: out of memory");
     // libpq prints notices (and the server's goodbye on shutdown) to stderr
     // by default, which inside a broker is nobody's log; errors reach the
     // caller through the results instead.
     PQsetNoticeProcessor(conn.conn_.get(), [](void*, const char*) {}, nullptr);
-    if (PQstatus(conn.conn_.get()) != CONNECTION_OK)
-        return make_error(Errc::unavailable, fmt::format("fleet database unreachable: cannot connect: {}", conn.last_message()));
+    if (auto r = conn.finish_connecting(); !r) return r.error();
     return conn;
+}
+
+Outcome Conn::finish_connecting() {
+    // PQconnectdbParams would wait out connect_timeout however its owner
+    // fares; this loop also gives up when the owner stops.
+    auto failed = [this](std::string_view why) {
+        conn_.reset();
+        return make_error(Errc::unavailable, fmt::format("fleet database unreachable: cannot connect: {}", why));
+    };
+    if (PQstatus(conn_.get()) == CONNECTION_BAD) return failed(last_message());
+    const Clock::time_point give_up =
+        connect_timeout_.count() > 0 ? Clock::now() + connect_timeout_ : Clock::time_point::max();
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    while (state != PGRES_POLLING_OK) {
+        if (state == PGRES_POLLING_FAILED) return failed(last_message());
+        constexpr std::chrono::milliseconds kSlice{100};
+        if (abandon_ && abandon_->load(std::memory_order_relaxed)) return failed("the broker is stopping");
+        const auto now = Clock::now();
+        if (now >= give_up)
+            return failed(fmt::format("no answer within {} s", std::chrono::ceil<std::chrono::seconds>(connect_timeout_).count()));
+        // The socket may change from one attempt (host, address) to the next.
+        pollfd p{PQsocket(conn_.get()), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+        if (p.fd < 0) return failed(last_message());
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
+        const int n = ::poll(&p, 1, static_cast<int>(std::min(left, kSlice).count()));
+        if (n < 0 && errno != EINTR) return failed(std::strerror(errno));
+        if (n > 0) state = PQconnectPoll(conn_.get());
+    }
+    return Ok{};
 }
 
 std::string Conn::last_message() const {
@@ -159,8 +208,13 @@ std::string Conn::describe() const {
 
 bool Conn::ensure_alive() noexcept {
     if (!conn_) return false;
-    if (PQstatus(conn_.get()) != CONNECTION_OK) PQreset(conn_.get());
-    return PQstatus(conn_.get()) == CONNECTION_OK;
+    if (PQstatus(conn_.get()) == CONNECTION_OK) return true;
+    if (PQresetStart(conn_.get()) == 0) return false;
+    try {
+        return finish_connecting().ok();
+    } catch (...) {  // formatting the message: out of memory
+        return false;
+    }
 }
 
 Result<Rows> Conn::exec(std::string_view what, const char* sql, std::initializer_list<Param> params,
@@ -169,10 +223,93 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, std::initializer
 }
 
 Outcome Conn::exec_script(std::string_view what, const char* sql) {
-    ResultPtr res(PQexec(conn_.get(), sql));
-    if (res && PQresultStatus(res.get()) == PGRES_COMMAND_OK) return Ok{};
-    const char* primary = res ? PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY) : nullptr;
-    return statement_error(what, primary ? secrets_.scrub(one_line(primary)) : last_message());
+    if (auto r = send(what, sql); !r) return r;
+    std::optional<Error> failed;
+    for (;;) {
+        auto res = next_result(what);
+        if (!res) return res.error();
+        if (!*res) break;
+        if (PQresultStatus(res->get()) != PGRES_COMMAND_OK && !failed) {
+            const char* primary = PQresultErrorField(res->get(), PG_DIAG_MESSAGE_PRIMARY);
+            failed = statement_error(what, primary ? secrets_.scrub(one_line(primary)) : last_message());
+        }
+    }
+    if (failed) return *failed;
+    return Ok{};
+}
+
+Error Conn::dropped(std::string_view what, std::string_view why) {
+    // Whatever the server does with the statement, this side will never read
+    // its answer: the connection cannot be used again (an open transaction
+    // ends when the server notices).
+    conn_.reset();
+    return make_error(Errc::unavailable,
+                      fmt::format("fleet database unreachable: {} failed: {}; the connection is dropped", what, why));
+}
+
+Outcome Conn::wait_readable(std::string_view what, Clock::time_point until, bool drop_at_deadline, bool& ready) {
+    // Short slices, so that a stopping owner is noticed within one.
+    constexpr std::chrono::milliseconds kSlice{100};
+    ready = false;
+    const Clock::time_point answer_by = answer_.count() > 0 ? Clock::now() + answer_ : Clock::time_point::max();
+    for (;;) {
+        if (abandon_ && abandon_->load(std::memory_order_relaxed)) return dropped(what, "the broker is stopping");
+        const auto now = Clock::now();
+        if (now >= answer_by)
+            return dropped(what, fmt::format("the server did not answer within {} ms", answer_.count()));
+        if (now >= until) {
+            if (drop_at_deadline)
+                return dropped(what, fmt::format("the server did not answer within {} ms", answer_.count()));
+            return Ok{};
+        }
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(std::min(until, answer_by) - now);
+        pollfd p{PQsocket(conn_.get()), POLLIN, 0};
+        if (p.fd < 0) return dropped(what, "the connection is closed");
+        const int n = ::poll(&p, 1, static_cast<int>(std::min(left, kSlice).count()));
+        if (n < 0 && errno != EINTR) return dropped(what, std::strerror(errno));
+        if (n > 0) {
+            if (PQconsumeInput(conn_.get()) == 0)
+                return make_error(Errc::unavailable,
+                                  fmt::format("fleet database unreachable: {} failed: {}; the connection is lost",
+                                              what, last_message()));
+            ready = true;
+            return Ok{};
+        }
+    }
+}
+
+Outcome Conn::send(std::string_view what, const char* sql) {
+    if (!conn_ || PQsendQuery(conn_.get(), sql) == 0)
+        return make_error(Errc::unavailable,
+                          fmt::format("fleet database unreachable: {} failed: {}; the connection is lost", what,
+                                      last_message()));
+    return Ok{};
+}
+
+Result<ResultPtr> Conn::next_result(std::string_view what) {
+    while (conn_ && PQisBusy(conn_.get())) {
+        bool ready = false;
+        if (auto r = wait_readable(what, Clock::time_point::max(), true, ready); !r) return r.error();
+    }
+    if (!conn_) return dropped(what, "the connection is closed");
+    return ResultPtr(PQgetResult(conn_.get()));
+}
+
+Outcome Conn::await_answer(std::string_view what) {
+    if (!conn_) return dropped(what, "the connection is closed");
+    bool ready = false;
+    return wait_readable(what, Clock::time_point::max(), true, ready);
+}
+
+Result<bool> Conn::await_input(std::string_view what, std::chrono::milliseconds for_at_most) {
+    if (!conn_) return dropped(what, "the connection is closed");
+    bool ready = false;
+    // An idle wait is not a statement: only the caller's bound applies.
+    const auto answer = set_answer_bound(std::chrono::milliseconds{0});
+    auto r = wait_readable(what, Clock::now() + for_at_most, false, ready);
+    answer_ = answer;
+    if (!r) return r.error();
+    return ready;
 }
 
 Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vector<Param>& params, Failure* failure) {
@@ -197,8 +334,23 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
             values.push_back(nullptr);
         }
     }
-    ResultPtr res(PQexecParams(conn_.get(), sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                               nullptr, 0));
+    // Sent, then waited for within the limits (PQexecParams would wait for
+    // as long as the server takes, however long that is).
+    ResultPtr res;
+    if (conn_ && PQsendQueryParams(conn_.get(), sql, static_cast<int>(values.size()), nullptr, values.data(),
+                                   nullptr, nullptr, 0) == 1) {
+        // Like PQexecParams: every result is read; an error one is kept.
+        for (;;) {
+            auto next = next_result(what);
+            if (!next) {
+                if (failure) *failure = Failure::connection;
+                return next.error();
+            }
+            if (!*next) break;
+            const ExecStatusType st = PQresultStatus(next->get());
+            if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) res = std::move(*next);
+        }
+    }
     const ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Rows(std::move(res));
 
@@ -207,7 +359,8 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
     Failure kind = Failure::other;
     if (sqlstate == "40001" || sqlstate == "40P01")
         kind = Failure::retry;
-    else if (PQstatus(conn_.get()) != CONNECTION_OK || sqlstate.starts_with("08") || sqlstate.starts_with("57P"))
+    else if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK || sqlstate.starts_with("08") ||
+             sqlstate.starts_with("57P") || sqlstate == "25P03")
         kind = Failure::connection;
     if (failure) *failure = kind;
     const char* primary = res ? PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY) : nullptr;
@@ -218,6 +371,14 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
         // lost before COMMIT; the caller that was committing says otherwise.
         return make_error(Errc::unavailable,
                           fmt::format("fleet database unreachable: {} failed: {}; the connection is lost", what, why));
+    }
+    if (sqlstate == "55P03") {
+        // lock_timeout: another session held what this one needs for too long
+        // (another member's transaction; nothing was changed here).
+        return make_error(Errc::unavailable,
+                          fmt::format("fleet database busy: {} failed: {}; another session held the lock for "
+                                      "longer than this broker waits",
+                                      what, why));
     }
     return statement_error(what, why);
 }

@@ -5,12 +5,15 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "devcert/handles.hpp"
@@ -71,12 +74,34 @@ private:
 /// A bytea parameter in hex input format.
 std::string bytea_param(std::string_view raw);
 
+/// What a session promises the server and what it waits for. A member of a
+/// fleet must neither hold the fleet's locks while it does nothing (a broker
+/// stopped or cut off in the middle of a transaction would stall every
+/// other member's writes) nor wait without end on a server that does not
+/// answer (its admin callers and its shutdown would wait with it).
+struct SessionLimits {
+    /// The server ends this session when it sits idle inside a transaction
+    /// for longer (idle_in_transaction_session_timeout); 0: the server's setting.
+    std::chrono::milliseconds idle_in_transaction{0};
+    /// A statement waiting for a lock longer fails (lock_timeout); 0: the server's setting.
+    std::chrono::milliseconds lock_wait{0};
+    /// Every statement must be answered within this; otherwise the connection
+    /// is dropped (Failure::connection). 0: no bound.
+    std::chrono::milliseconds answer{0};
+    /// Once set, a statement waiting for its answer gives up at once (the
+    /// connection is dropped): the owner is stopping. May be null.
+    const std::atomic<bool>* abandon = nullptr;
+};
+
 /// One connection, with the secrets of its connection string.
 class Conn {
 public:
     /// Connects; the error (Errc::unavailable, or Errc::invalid_argument for
     /// an unparseable string) names the server as libpq reports it, scrubbed.
-    static Result<Conn> open(std::string_view conninfo, unsigned connect_timeout_s);
+    /// The limits' server settings go in the connection's startup options, so
+    /// a reconnection keeps them; settings the connection string's own
+    /// `options` gives win.
+    static Result<Conn> open(std::string_view conninfo, unsigned connect_timeout_s, const SessionLimits& limits = {});
 
     PGconn* get() const noexcept { return conn_.get(); }
     const Secrets& secrets() const noexcept { return secrets_; }
@@ -91,6 +116,24 @@ public:
                       Failure* failure = nullptr);
     /// Runs several statements without parameters (DDL).
     Outcome exec_script(std::string_view what, const char* sql);
+    /// Starts a statement whose result is read with next_result() (COPY).
+    Outcome send(std::string_view what, const char* sql);
+    /// The next result of the statement sent, waited for within the limits;
+    /// null when there is none left. A lost or dropped connection is
+    /// Errc::unavailable.
+    Result<ResultPtr> next_result(std::string_view what);
+    /// Waits within the limits until the server sent more of the statement's
+    /// answer (consumed, for PQgetCopyData).
+    Outcome await_answer(std::string_view what);
+    /// Waits until the server sent something (consumed, for PQnotifies)
+    /// for at most `for_at_most`, which alone bounds this wait alone
+    /// (an idle wait for notifications): then false, the connection kept.
+    Result<bool> await_input(std::string_view what, std::chrono::milliseconds for_at_most);
+    /// Replaces the bound on answers (SessionLimits::answer); returns the
+    /// one it replaces.
+    std::chrono::milliseconds set_answer_bound(std::chrono::milliseconds bound) noexcept {
+        return std::exchange(answer_, bound);
+    }
     bool alive() const noexcept { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
     /// Reconnects with the same parameters if the connection was lost.
     bool ensure_alive() noexcept;
@@ -99,8 +142,19 @@ public:
     std::string describe() const;
 
 private:
+    using Clock = std::chrono::steady_clock;
+    Outcome wait_readable(std::string_view what, Clock::time_point until, bool drop_at_deadline, bool& ready);
+    Error dropped(std::string_view what, std::string_view why);
+    /// Drives a connection started by PQconnectStartParams or PQresetStart
+    /// to the end, within connect_timeout_ and the abandon flag; drops it
+    /// when it fails.
+    Outcome finish_connecting();
+
     ConnPtr conn_;
     Secrets secrets_;
+    std::chrono::milliseconds answer_{0};
+    std::chrono::milliseconds connect_timeout_{0};
+    const std::atomic<bool>* abandon_ = nullptr;
 };
 
 /// Error for a failed statement: "fleet database: <what> failed: <primary message>".

@@ -119,6 +119,29 @@ class PgServer:
             self._run([f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"], f"{self.dir}/pg_ctl.log")
             self.running = False
 
+    def pids(self):
+        """The postmaster and its children (backends, background processes)."""
+        master = int(Path(self.data, "postmaster.pid").read_text().split()[0])
+        pids = [master]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == master:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def signal_all(self, sig):
+        """Sends sig to the server's every process: SIGSTOP freezes the
+        server as a hung host would (connections stay open, nothing is
+        answered); SIGCONT thaws it."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def close(self):
         """Stops the server and removes everything."""
         self.stop()

@@ -13,6 +13,7 @@ everywhere leave one contiguous sequence and identical replicas."""
 import json
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -689,3 +690,99 @@ def test_concurrent_writers_on_every_broker_leave_a_contiguous_sequence_and_iden
         assert_consistent(x)
         assert [x.device_status(CA, s) for s in serials] == [fleet.device_status(CA, s) for s in serials]
     assert_logs_match_fleet(fleet, brokers)
+
+
+# ------------------------------------------------- a member or the database frozen
+
+FROZEN_APP = "frozen-member"
+
+
+def frozen_session(fleet, state):
+    """The row of pg_stat_activity of the broker connected as FROZEN_APP
+    when its state is `state`, as "state|wait_event", or ''."""
+    return fleet.sql(f"SELECT state || '|' || coalesce(wait_event, '') FROM pg_stat_activity "
+                     f"WHERE application_name = '{FROZEN_APP}' AND state = '{state}'")
+
+
+def test_a_broker_stopped_inside_a_transaction_holds_up_the_fleets_writes_for_its_timeout_at_most(
+        members, fleet, pki):
+    # Broker b's write transaction, once it holds the instance's head row,
+    # sleeps in a trigger; b is stopped meanwhile, so its session sits idle in
+    # the transaction with the row locked, as a broker paused, swapped out or
+    # cut off would leave it. Every other member's write needs that row.
+    a = members("a", options={"fleet_timeout": "2"})
+    b = members("b", options={"fleet_timeout": "2", "fleet": f"{fleet.conninfo} application_name={FROZEN_APP}"})
+    first, second = pki.device("f0a1"), pki.device("f0a2")
+    register(a, first)
+    register(a, second)
+    all_at_head(fleet, [a, b])
+    fleet.sql(f"""CREATE FUNCTION devcert.stall() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN
+                      IF current_setting('application_name') = '{FROZEN_APP}' THEN PERFORM pg_sleep(1.5); END IF;
+                      RETURN NEW;
+                  END $$;
+                  CREATE TRIGGER stall BEFORE UPDATE ON devcert.devices FOR EACH ROW EXECUTE FUNCTION devcert.stall()""")
+    answer = {}
+    caller = threading.Thread(target=lambda: answer.update(
+        b=b.admin("InactivateDeviceCertificate", CaSn=CA, DeviceSn=first.serial)))
+    caller.start()
+    try:
+        assert wait_until(lambda: frozen_session(fleet, "active").endswith("|PgSleep"), 10.0), \
+            "b's write never reached the trigger"
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        assert wait_until(lambda: frozen_session(fleet, "idle in transaction"), 5.0), \
+            "b's session is not idle in its transaction"
+        started = time.monotonic()
+        status, body = a.admin("InactivateDeviceCertificate", CaSn=CA, DeviceSn=second.serial)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+        caller.join(30)
+    # The server ended b's session 2 s into its idle transaction, which
+    # released the row: a's write waited for that, not for b.
+    assert status == 200, (status, body)
+    assert waited < 8.0, f"a's write waited {waited:.1f} s behind a stopped broker"
+    assert "idle-in-transaction timeout" in server_log(fleet.pg)
+    # b's own call lost its transaction with its session: nothing changed.
+    assert answer["b"][0] == 503 and answer["b"][1]["Code"] == "FleetUnavailable", answer
+    assert fleet.device_status(CA, first.serial) == "1"
+    assert fleet.device_status(CA, second.serial) == "0"
+    # b reconnects by itself and applies what a wrote.
+    fleet.sql("DROP TRIGGER stall ON devcert.devices")
+    all_at_head(fleet, [a, b], 10.0)
+    assert b.device_status(CA, second.serial) == "0"
+    b.ok("InactivateDeviceCertificate", CaSn=CA, DeviceSn=first.serial)
+    all_at_head(fleet, [a, b])
+    assert a.device_status(CA, first.serial) == "0"
+    assert_consistent(b)
+
+
+def test_a_frozen_database_gets_writes_a_503_within_the_timeout_and_never_holds_up_a_stop(members, fleet, pki):
+    # The server's processes are stopped: connections stay open and nothing
+    # is answered, as with a hung host or a network that drops packets.
+    a = members("a", options={"fleet_timeout": "1"})
+    dev = pki.device("f0b1")
+    register(a, dev)
+    fleet.pg.signal_all(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        status, body = a.admin("InactivateDeviceCertificate", CaSn=CA, DeviceSn=dev.serial)
+        waited = time.monotonic() - started
+        assert (status, body.get("Code")) == (503, "FleetUnavailable"), (status, body)
+        assert "did not answer within 3000 ms" in body["Detail"], body
+        assert waited < 8.0, f"the write waited {waited:.1f} s for a frozen database"
+        # Reads and connection checks come from the replica meanwhile.
+        assert a.device_status(CA, dev.serial) == "1"
+        connect(a, dev, "frozen-db-reader").close()
+        # The follower is inside a statement (its poll of the log) or about
+        # to be: a stop does not wait for the database.
+        time.sleep(1.5)
+        started = time.monotonic()
+        a.stop(timeout=5)
+        assert time.monotonic() - started < 3.0
+    finally:
+        fleet.pg.signal_all(signal.SIGCONT)
+    a.start()
+    a.ok("InactivateDeviceCertificate", CaSn=CA, DeviceSn=dev.serial)
+    assert fleet.device_status(CA, dev.serial) == "0"
+    assert_consistent(a)

@@ -192,18 +192,25 @@ TEST_CASE("without plugin_opt_fleet the plugin is standalone; the fleet options 
     CHECK(standalone.fleet_poll_ms == 500);
     CHECK(standalone.fleet_queue_max == 100'000);
     CHECK(standalone.fleet_trim_interval == 60);
+    CHECK(standalone.fleet_timeout == 10);
 
     const PluginConfig c = parsed({{"fleet", " host=/run/postgresql dbname=devcert "},
                                    {"fleet_poll_ms", "50"},
                                    {"fleet_queue_max", "10"},
-                                   {"fleet_trim_interval", "0"}});
+                                   {"fleet_trim_interval", "0"},
+                                   {"fleet_timeout", "3600"}});
     CHECK(c.fleet == "host=/run/postgresql dbname=devcert");
     CHECK(c.fleet_poll_ms == 50);
     CHECK(c.fleet_queue_max == 10);
     CHECK(c.fleet_trim_interval == 0);
+    CHECK(c.fleet_timeout == 3600);
 
     CHECK(error_of({{"fleet", "  "}}).starts_with("plugin_opt_fleet: empty"));
     CHECK(error_of({{"fleet_poll_ms", "5"}}).starts_with("plugin_opt_fleet_poll_ms: '5' is not between"));
     CHECK(error_of({{"fleet_queue_max", "0"}}).starts_with("plugin_opt_fleet_queue_max: '0' is not between"));
     CHECK(error_of({{"fleet_trim_interval", "x"}}).starts_with("plugin_opt_fleet_trim_interval: 'x' is not a number"));
+    // 0 would let a stopped member hold the fleet's writes for good.
+    CHECK(error_of({{"fleet_timeout", "0"}}).starts_with("plugin_opt_fleet_timeout: '0' is not between 1 and 3600"));
+    CHECK(error_of({{"fleet_timeout", "3601"}}).starts_with("plugin_opt_fleet_timeout: '3601' is not between"));
+    CHECK(error_of({{"fleet_timeout", "10s"}}).starts_with("plugin_opt_fleet_timeout: '10s' is not"));
 }

@@ -3,7 +3,10 @@
 #include <catch2/catch.hpp>
 #include <libpq-fe.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "fleet_fixture.hpp"
@@ -209,4 +212,95 @@ TEST_CASE("the notification channel is a safe identifier, one per instance", "[f
     CHECK(c.size() <= 63);
     CHECK(c.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos);
     CHECK(c != fleet_channel("post-cn-0pp2.x_y"));
+}
+
+TEST_CASE("a session's limits reach the server, and the connection string's own options win", "[fleet][conninfo]") {
+    FleetDb db;
+    auto show = [](pg::Conn& conn, const char* setting) {
+        auto rows = conn.exec("show", fmt::format("SHOW {}", setting).c_str());
+        REQUIRE(rows.ok());
+        return std::string(rows->text(0, 0));
+    };
+    pg::SessionLimits limits;
+    limits.idle_in_transaction = std::chrono::seconds(2);
+    limits.lock_wait = std::chrono::seconds(4);
+    auto conn = pg::Conn::open(db.conninfo, 10, limits);
+    REQUIRE(conn.ok());
+    CHECK(show(*conn, "idle_in_transaction_session_timeout") == "2s");
+    CHECK(show(*conn, "lock_timeout") == "4s");
+
+    auto theirs = pg::Conn::open(db.conninfo + " options='-c lock_timeout=7s -c work_mem=8MB'", 10, limits);
+    REQUIRE(theirs.ok());
+    CHECK(show(*theirs, "idle_in_transaction_session_timeout") == "2s");
+    CHECK(show(*theirs, "lock_timeout") == "7s");
+    CHECK(show(*theirs, "work_mem") == "8MB");
+
+    // Without limits the server's own settings stand.
+    auto plain = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(plain.ok());
+    CHECK(show(*plain, "idle_in_transaction_session_timeout") == "0");
+}
+
+TEST_CASE("a statement not answered in time, or abandoned, drops its connection and says why", "[fleet][conninfo]") {
+    FleetDb db;
+    std::atomic<bool> stopping{false};
+    pg::SessionLimits limits;
+    limits.answer = std::chrono::milliseconds(300);
+    limits.abandon = &stopping;
+    auto conn = pg::Conn::open(db.conninfo, 10, limits);
+    REQUIRE(conn.ok());
+    CHECK(conn->exec("a quick one", "SELECT 1").ok());
+
+    auto started = std::chrono::steady_clock::now();
+    pg::Failure failure = pg::Failure::none;
+    auto slow = conn->exec("a slow one", "SELECT pg_sleep(5)", {}, &failure);
+    REQUIRE_FALSE(slow.ok());
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(3));
+    CHECK(slow.error().code == Errc::unavailable);
+    CHECK(failure == pg::Failure::connection);
+    CHECK(slow.error().message ==
+          "fleet database unreachable: a slow one failed: the server did not answer within 300 ms; the connection is "
+          "dropped");
+    CHECK_FALSE(conn->alive());
+    CHECK_FALSE(conn->ensure_alive());
+
+    // No bound on the answer, but the owner stops.
+    limits.answer = std::chrono::milliseconds(0);
+    auto other = pg::Conn::open(db.conninfo, 10, limits);
+    REQUIRE(other.ok());
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        stopping.store(true);
+    });
+    started = std::chrono::steady_clock::now();
+    auto abandoned = other->exec("a slow one", "SELECT pg_sleep(5)");
+    stopper.join();
+    REQUIRE_FALSE(abandoned.ok());
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(3));
+    CHECK_THAT(abandoned.error().message, Catch::EndsWith("the broker is stopping; the connection is dropped"));
+
+    // Nor does a connection attempt outlast a stopping owner.
+    CHECK_FALSE(pg::Conn::open(db.conninfo, 10, limits).ok());
+}
+
+TEST_CASE("a statement waiting for a lock longer than lock_wait fails as busy, nothing changed", "[fleet][conninfo]") {
+    FleetDb db;
+    auto holder = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(holder.ok());
+    REQUIRE(holder->exec("begin", "BEGIN").ok());
+    REQUIRE(holder->exec("lock", "SELECT 1 FROM devcert.instances FOR UPDATE").ok());
+
+    pg::SessionLimits limits;
+    limits.lock_wait = std::chrono::milliseconds(200);
+    auto waiter = pg::Conn::open(db.conninfo, 10, limits);
+    REQUIRE(waiter.ok());
+    pg::Failure failure = pg::Failure::none;
+    auto r = waiter->exec("lock the instance's head", "SELECT 1 FROM devcert.instances FOR UPDATE", {}, &failure);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::unavailable);
+    CHECK(failure == pg::Failure::other);
+    CHECK_THAT(r.error().message, Catch::StartsWith("fleet database busy: lock the instance's head failed: "));
+    CHECK_THAT(r.error().message, Catch::Contains("(SQLSTATE 55P03)"));
+    CHECK(waiter->alive());
+    CHECK(holder->exec("commit", "COMMIT").ok());
 }
