@@ -14,6 +14,17 @@ work=$(mktemp -d /tmp/devcert-tiny-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 step() { echo "== bench (tiny): $*"; }
+# A step that hangs fails within its bound, naming itself, instead of
+# holding up whatever runs this script.
+bounded() {  # SECONDS COMMAND...
+  local limit=$1 rc=0
+  shift
+  timeout -k 20 "$limit" "$@" || rc=$?
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+    echo "did not finish within $limit s: ${*:2}" >&2
+  fi
+  return "$rc"
+}
 
 step "bad arguments: exit 2 with one line naming the flag"
 expect_usage_error() {  # FRAGMENT COMMAND...
@@ -60,19 +71,19 @@ step "devcert_micro_bench (temporary store, then the filled one)"
   --benchmark_filter='Status|ConnectionCheck' >/dev/null
 
 step "devcert_loadgen and run_connections.py"
-"$python" "$here/run_connections.py" --build "$build" --tiny --work "$work/connections"
+bounded 900 "$python" "$here/run_connections.py" --build "$build" --tiny --work "$work/connections"
 
 if [[ -f "$here/admin_bench.py" ]]; then
   step "admin_bench.py"
-  "$python" "$here/admin_bench.py" --build "$build" --tiny --work "$work/admin"
+  bounded 600 "$python" "$here/admin_bench.py" --build "$build" --tiny --work "$work/admin"
 fi
 step "fleet_bench.py (a durable PostgreSQL, every fleet scenario once at a tiny size)"
-"$python" "$here/fleet_bench.py" --build "$build" --tiny --work "$work/fleet" >/dev/null
+bounded 600 "$python" "$here/fleet_bench.py" --build "$build" --tiny --work "$work/fleet" >/dev/null
 
 step "many_sessions.py (N = 0 and 50, 1 s phases)"
-"$python" "$here/many_sessions.py" --build "$build" --tiny --work "$work/many" >/dev/null
+bounded 600 "$python" "$here/many_sessions.py" --build "$build" --tiny --work "$work/many" >/dev/null
 
 step "soak.py (45 s: churn, admin calls, RSS and descriptors; fails on a wrong outcome or growth)"
-"$python" "$here/soak.py" --build "$build" --seconds 45 --work "$work/soak" >/dev/null
+bounded 300 "$python" "$here/soak.py" --build "$build" --seconds 45 --work "$work/soak" >/dev/null
 
 echo "== bench (tiny): all ran"
