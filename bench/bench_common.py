@@ -2,10 +2,12 @@
 listener every broker configuration starts from, and stopping a broker."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -95,3 +97,21 @@ def stop_broker(proc, timeout=30):
         proc.kill()
         proc.wait()
     return proc.returncode
+
+
+def fill_store(fill_tool, store, pki, count, small=False, quiet=True):
+    """A standalone store with the PKI's CA and devices (active) and `count`
+    synthetic records (every tenth inactive), made by devcert_fill_store
+    once and kept (a marker file says it is complete)."""
+    marker = Path(f"{store}.filled")
+    if marker.exists():
+        return store
+    log(f"filling {store} with {count} synthetic device records{' without PEMs' if small else ''}")
+    shutil.rmtree(store, ignore_errors=True)
+    t0 = time.monotonic()
+    cmd = [str(fill_tool), "--db", str(store), "--ca", str(pki / "ca.crt"), "--devices", str(pki / "devices"),
+           "--count", str(count)] + (["--small-records"] if small else [])
+    quiet_kw = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
+    subprocess.run(cmd, check=True, **quiet_kw)
+    marker.write_text(f"{count} records filled in {time.monotonic() - t0:.1f} s\n")
+    return store

@@ -50,8 +50,8 @@ import time
 from pathlib import Path
 
 from admin_bench import AdminClient, MqttDevice, active_serials, expect_ok, inactivation_run, percentile, timed_kick
-from bench_common import Tools, log
-from fleet_common import BENCH_DIR, FleetDb, Member, fill_store, start_pg, stop_all
+from bench_common import Tools, fill_store, log
+from fleet_common import BENCH_DIR, FleetDb, Member, start_pg, stop_all
 
 KICK_DEVICE = "dev-0001"
 PKI_DEVICES = 32
@@ -282,7 +282,7 @@ def writes_run(ctx, run, serials):
 
 def bootstrap_join(ctx, fleet, label, run, records):
     work = ctx.run_dir(f"boot-{label}-{run}")
-    m = Member(ctx.tools, work, ctx.pki, fleet.conninfo, admin=True, cpu=None)
+    m = Member(ctx.tools, work, ctx.pki, fleet.conninfo, admin=True)
     try:
         seconds = m.start(timeout=900)
         admin = AdminClient(m.admin_socket)
@@ -329,7 +329,7 @@ def rebuild_while_serving(ctx, fleet, run):
             call_ok(admin, "ActiveDeviceCertificate", CaSn=CA_SN, DeviceSn=sn)
         admin.close()
         deadline = time.monotonic() + 30
-        while int(fleet.sql(f"SELECT trimmed_through FROM devcert.instances WHERE instance_id = 'bench'")) < \
+        while int(fleet.sql("SELECT trimmed_through FROM devcert.instances WHERE instance_id = 'bench'")) < \
                 fleet.head() - retention - 10:
             if time.monotonic() > deadline:
                 raise RuntimeError("the fleet's log was not trimmed within 30 s")

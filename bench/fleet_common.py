@@ -5,13 +5,14 @@ a fleet, each with its own replica."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, free_port, listener_lines, log, probe, stop_broker, write_config
+from bench_common import MOSQUITTO, free_port, listener_lines, probe, stop_broker, write_config
 
 _ports_given = set()
 
@@ -32,26 +33,11 @@ sys.path.insert(0, str(REPO / "test" / "integration"))
 from pg_harness import PgServer  # noqa: E402  (the path above)
 
 INSTANCE = "bench"
+
+
 def start_pg(max_connections=100):
     """A durable server (fsync, synchronous commit and full-page writes on)."""
     return PgServer(durable=True, max_connections=max_connections).init().start()
-
-
-def fill_store(fill_tool, store, pki, count, small=False):
-    """A standalone store with the PKI's CA and devices (active) and `count`
-    synthetic records (every tenth inactive); made once and kept."""
-    marker = Path(f"{store}.filled")
-    if marker.exists():
-        return store
-    log(f"filling {store} with {count} synthetic device records{' without PEMs' if small else ''}")
-    shutil.rmtree(store, ignore_errors=True)
-    t0 = time.monotonic()
-    cmd = [str(fill_tool), "--db", str(store), "--ca", str(pki / "ca.crt"), "--devices", str(pki / "devices"),
-           "--count", str(count)]
-    subprocess.run(cmd + (["--small-records"] if small else []), check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    marker.write_text(f"{count} records filled in {time.monotonic() - t0:.1f} s\n")
-    return store
 
 
 class FleetDb:
@@ -154,7 +140,7 @@ def stop_all(members):
     bad = []
     for m in members:
         code = m.stop()
-        if code not in (0, -15):
+        if code not in (0, -signal.SIGTERM):
             bad.append(f"{m.work}: exit {code}")
     if bad:
         raise RuntimeError("brokers exited badly: " + "; ".join(bad))

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, probe, stop_broker, write_config
+from bench_common import MOSQUITTO, cpus_available, fill_store, free_port, listener_lines, log, probe, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -102,16 +102,7 @@ def prepare_crl(paths, count):
 
 
 def prepare_store(paths, count):
-    store = paths.work / f"store-{count}"
-    marker = paths.work / f"store-{count}.filled"
-    if not marker.exists():
-        log(f"filling a store with {count} synthetic device records")
-        shutil.rmtree(store, ignore_errors=True)
-        t0 = time.monotonic()
-        subprocess.run([str(paths.fill_store), "--db", str(store), "--ca", str(paths.pki / "ca.crt"),
-                        "--devices", str(paths.pki / "devices"), "--count", str(count)], check=True)
-        marker.write_text(f"{count} records filled in {time.monotonic() - t0:.1f} s\n")
-    return store
+    return fill_store(paths.fill_store, paths.work / f"store-{count}", paths.pki, count, quiet=False)
 
 
 def prepare_fleet(paths, count):
