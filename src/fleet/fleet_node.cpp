@@ -332,6 +332,8 @@ struct FleetNode::Impl {
                 }
             }
             if (!ok) {
+                // A statement abandoned because the broker stops is no outage.
+                if (stopping.load()) break;
                 // A failure of ours (a replica write) and the fleet not
                 // answering look alike from here; both are retried.
                 follow.reset();
