@@ -131,8 +131,6 @@ struct Fleet::Impl {
         pg::Failure failure = pg::Failure::none;
         if (auto r = conn.exec("begin a transaction", sql, {}, &failure); !r) {
             if (failure != pg::Failure::connection) return r.error();
-            // Dropped for not answering: asking again now would wait as long.
-            if (!conn.get()) return r.error();
             if (auto again = reachable(); !again) return again;
             if (auto retried = conn.exec("begin a transaction", sql); !retried) return retried.error();
         }

@@ -145,11 +145,16 @@ struct FleetNode::Impl {
 
     // --- following ------------------------------------------------------
 
-    Outcome connect_follower() {
-        if (follow) return Ok{};
+    /// A connection of this node's: its statements give up when it stops.
+    Result<std::unique_ptr<Fleet>> connect() const {
         FleetOptions o = options.fleet;
         o.abandon = &stopping;
-        auto conn = Fleet::connect(o);
+        return Fleet::connect(o);
+    }
+
+    Outcome connect_follower() {
+        if (follow) return Ok{};
+        auto conn = connect();
         if (!conn) return conn.error();
         if (auto ok = (*conn)->listen(); !ok) return ok;
         follow = std::move(*conn);
@@ -378,9 +383,7 @@ struct FleetNode::Impl {
             for (auto& job : batch) job.done.set_value(Outcome(e));
         };
         if (!writer_conn) {
-            FleetOptions o = options.fleet;
-            o.abandon = &stopping;
-            auto conn = Fleet::connect(o);
+            auto conn = connect();
             if (!conn) {
                 mark_unreachable(conn.error());
                 return fail_all(fatal_for_start(conn.error()) ? conn.error() : unreachable(conn.error()));

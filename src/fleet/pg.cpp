@@ -169,7 +169,7 @@ Outcome Conn::finish_connecting() {
     // PQconnectdbParams would wait out connect_timeout however its owner
     // fares; this loop also gives up when the owner stops.
     auto failed = [this](std::string_view why) {
-        conn_.reset();
+        drop(fmt::format("cannot connect: {}", why));
         return make_error(Errc::unavailable, fmt::format("fleet database unreachable: cannot connect: {}", why));
     };
     if (PQstatus(conn_.get()) == CONNECTION_BAD) return failed(last_message());
@@ -178,24 +178,18 @@ Outcome Conn::finish_connecting() {
     PostgresPollingStatusType state = PGRES_POLLING_WRITING;
     while (state != PGRES_POLLING_OK) {
         if (state == PGRES_POLLING_FAILED) return failed(last_message());
-        constexpr std::chrono::milliseconds kSlice{100};
-        if (abandon_ && abandon_->load(std::memory_order_relaxed)) return failed("the broker is stopping");
-        const auto now = Clock::now();
-        if (now >= give_up)
-            return failed(fmt::format("no answer within {} s", std::chrono::ceil<std::chrono::seconds>(connect_timeout_).count()));
-        // The socket may change from one attempt (host, address) to the next.
-        pollfd p{PQsocket(conn_.get()), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
-        if (p.fd < 0) return failed(last_message());
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
-        const int n = ::poll(&p, 1, static_cast<int>(std::min(left, kSlice).count()));
-        if (n < 0 && errno != EINTR) return failed(std::strerror(errno));
-        if (n > 0) state = PQconnectPoll(conn_.get());
+        auto ready = poll_socket(state == PGRES_POLLING_READING ? POLLIN : POLLOUT, give_up);
+        if (!ready) return failed(ready.error().message);
+        if (!*ready)
+            return failed(fmt::format("no answer within {} s",
+                                      std::chrono::ceil<std::chrono::seconds>(connect_timeout_).count()));
+        state = PQconnectPoll(conn_.get());
     }
     return Ok{};
 }
 
 std::string Conn::last_message() const {
-    if (!conn_) return "no connection";
+    if (!conn_) return closed_why_.empty() ? "no connection" : closed_why_;
     return secrets_.scrub(one_line(PQerrorMessage(conn_.get())));
 }
 
@@ -238,44 +232,53 @@ Outcome Conn::exec_script(std::string_view what, const char* sql) {
     return Ok{};
 }
 
+void Conn::drop(std::string why) noexcept {
+    conn_.reset();
+    closed_why_ = std::move(why);
+}
+
 Error Conn::dropped(std::string_view what, std::string_view why) {
     // Whatever the server does with the statement, this side will never read
     // its answer: the connection cannot be used again (an open transaction
-    // ends when the server notices).
-    conn_.reset();
-    return make_error(Errc::unavailable,
-                      fmt::format("fleet database unreachable: {} failed: {}; the connection is dropped", what, why));
+    // ends when the server notices). Later errors on it say why.
+    std::string message = fmt::format("{} failed: {}; the connection is dropped", what, why);
+    auto error = make_error(Errc::unavailable, "fleet database unreachable: " + message);
+    drop(std::move(message));
+    return error;
 }
 
-Outcome Conn::wait_readable(std::string_view what, Clock::time_point until, bool drop_at_deadline, bool& ready) {
+Result<bool> Conn::poll_socket(short events, Clock::time_point until) const {
     // Short slices, so that a stopping owner is noticed within one.
     constexpr std::chrono::milliseconds kSlice{100};
-    ready = false;
-    const Clock::time_point answer_by = answer_.count() > 0 ? Clock::now() + answer_ : Clock::time_point::max();
     for (;;) {
-        if (abandon_ && abandon_->load(std::memory_order_relaxed)) return dropped(what, "the broker is stopping");
+        if (abandon_ && abandon_->load(std::memory_order_relaxed))
+            return make_error(Errc::unavailable, "the broker is stopping");
         const auto now = Clock::now();
-        if (now >= answer_by)
-            return dropped(what, fmt::format("the server did not answer within {} ms", answer_.count()));
-        if (now >= until) {
-            if (drop_at_deadline)
-                return dropped(what, fmt::format("the server did not answer within {} ms", answer_.count()));
-            return Ok{};
-        }
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(std::min(until, answer_by) - now);
-        pollfd p{PQsocket(conn_.get()), POLLIN, 0};
-        if (p.fd < 0) return dropped(what, "the connection is closed");
+        if (now >= until) return false;
+        pollfd p{PQsocket(conn_.get()), events, 0};
+        if (p.fd < 0) return make_error(Errc::unavailable, "the connection is closed");
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - now);
         const int n = ::poll(&p, 1, static_cast<int>(std::min(left, kSlice).count()));
-        if (n < 0 && errno != EINTR) return dropped(what, std::strerror(errno));
-        if (n > 0) {
-            if (PQconsumeInput(conn_.get()) == 0)
-                return make_error(Errc::unavailable,
-                                  fmt::format("fleet database unreachable: {} failed: {}; the connection is lost",
-                                              what, last_message()));
-            ready = true;
-            return Ok{};
-        }
+        if (n < 0 && errno != EINTR) return make_error(Errc::unavailable, std::strerror(errno));
+        if (n > 0) return true;
     }
+}
+
+Result<bool> Conn::wait_readable(std::string_view what, Clock::time_point until, std::chrono::milliseconds silence) {
+    if (!conn_) return dropped(what, "the connection is closed");
+    const Clock::time_point answer_by = silence.count() > 0 ? Clock::now() + silence : Clock::time_point::max();
+    auto ready = poll_socket(POLLIN, std::min(until, answer_by));
+    if (!ready) return dropped(what, ready.error().message);
+    if (!*ready) {
+        if (answer_by <= until)
+            return dropped(what, fmt::format("the server did not answer within {} ms", silence.count()));
+        return false;
+    }
+    if (PQconsumeInput(conn_.get()) == 0)
+        return make_error(Errc::unavailable, fmt::format("fleet database unreachable: {} failed: {}; the connection "
+                                                         "is lost",
+                                                         what, last_message()));
+    return true;
 }
 
 Outcome Conn::send(std::string_view what, const char* sql) {
@@ -288,28 +291,20 @@ Outcome Conn::send(std::string_view what, const char* sql) {
 
 Result<ResultPtr> Conn::next_result(std::string_view what) {
     while (conn_ && PQisBusy(conn_.get())) {
-        bool ready = false;
-        if (auto r = wait_readable(what, Clock::time_point::max(), true, ready); !r) return r.error();
+        if (auto r = wait_readable(what, Clock::time_point::max(), answer_); !r) return r.error();
     }
     if (!conn_) return dropped(what, "the connection is closed");
     return ResultPtr(PQgetResult(conn_.get()));
 }
 
 Outcome Conn::await_answer(std::string_view what) {
-    if (!conn_) return dropped(what, "the connection is closed");
-    bool ready = false;
-    return wait_readable(what, Clock::time_point::max(), true, ready);
+    if (auto r = wait_readable(what, Clock::time_point::max(), answer_); !r) return r.error();
+    return Ok{};
 }
 
 Result<bool> Conn::await_input(std::string_view what, std::chrono::milliseconds for_at_most) {
-    if (!conn_) return dropped(what, "the connection is closed");
-    bool ready = false;
     // An idle wait is not a statement: only the caller's bound applies.
-    const auto answer = set_answer_bound(std::chrono::milliseconds{0});
-    auto r = wait_readable(what, Clock::now() + for_at_most, false, ready);
-    answer_ = answer;
-    if (!r) return r.error();
-    return ready;
+    return wait_readable(what, Clock::now() + for_at_most, std::chrono::milliseconds{0});
 }
 
 Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vector<Param>& params, Failure* failure) {

@@ -125,9 +125,9 @@ public:
     /// Waits within the limits until the server sent more of the statement's
     /// answer (consumed, for PQgetCopyData).
     Outcome await_answer(std::string_view what);
-    /// Waits until the server sent something (consumed, for PQnotifies)
-    /// for at most `for_at_most`, which alone bounds this wait alone
-    /// (an idle wait for notifications): then false, the connection kept.
+    /// Waits until the server sent something (consumed, for PQnotifies) for
+    /// at most `for_at_most`, the only bound of this idle wait: then false,
+    /// the connection kept.
     Result<bool> await_input(std::string_view what, std::chrono::milliseconds for_at_most);
     /// Replaces the bound on answers (SessionLimits::answer); returns the
     /// one it replaces.
@@ -143,7 +143,17 @@ public:
 
 private:
     using Clock = std::chrono::steady_clock;
-    Outcome wait_readable(std::string_view what, Clock::time_point until, bool drop_at_deadline, bool& ready);
+    /// Polls the socket for `events` until `until`, noticing the abandon
+    /// flag: true when ready, false when `until` passed; the error's message
+    /// is the reason alone (the broker stopping, a poll failure).
+    Result<bool> poll_socket(short events, Clock::time_point until) const;
+    /// Waits until the server sent something, then consumes it: true; false
+    /// when `until` passed. Silence longer than `silence` (0: no bound), an
+    /// abandoned wait or a failure drops the connection.
+    Result<bool> wait_readable(std::string_view what, Clock::time_point until, std::chrono::milliseconds silence);
+    /// Closes the connection for good; last_message() says `why` from then on.
+    void drop(std::string why) noexcept;
+    /// Drops the connection: the error for `what`, which failed for `why`.
     Error dropped(std::string_view what, std::string_view why);
     /// Drives a connection started by PQconnectStartParams or PQresetStart
     /// to the end, within connect_timeout_ and the abandon flag; drops it
@@ -155,6 +165,7 @@ private:
     std::chrono::milliseconds answer_{0};
     std::chrono::milliseconds connect_timeout_{0};
     const std::atomic<bool>* abandon_ = nullptr;
+    std::string closed_why_;  // why the connection was dropped, once it was
 };
 
 /// Error for a failed statement: "fleet database: <what> failed: <primary message>".

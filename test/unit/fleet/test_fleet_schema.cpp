@@ -229,6 +229,19 @@ TEST_CASE("a session's limits reach the server, and the connection string's own 
     CHECK(show(*conn, "idle_in_transaction_session_timeout") == "2s");
     CHECK(show(*conn, "lock_timeout") == "4s");
 
+    // A reconnection (the server ended the session) keeps them.
+    auto other = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(other.ok());
+    auto backend = conn->exec("backend", "SELECT pg_backend_pid()");
+    REQUIRE(backend.ok());
+    REQUIRE(other->exec("end it", fmt::format("SELECT pg_terminate_backend({})", backend->text(0, 0)).c_str()).ok());
+    pg::Failure failure = pg::Failure::none;
+    CHECK_FALSE(conn->exec("after the end", "SELECT 1", {}, &failure).ok());
+    CHECK(failure == pg::Failure::connection);
+    REQUIRE(conn->ensure_alive());
+    CHECK(show(*conn, "idle_in_transaction_session_timeout") == "2s");
+    CHECK(show(*conn, "lock_timeout") == "4s");
+
     auto theirs = pg::Conn::open(db.conninfo + " options='-c lock_timeout=7s -c work_mem=8MB'", 10, limits);
     REQUIRE(theirs.ok());
     CHECK(show(*theirs, "idle_in_transaction_session_timeout") == "2s");
