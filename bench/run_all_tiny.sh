@@ -21,7 +21,7 @@ bounded() {  # SECONDS COMMAND...
   shift
   timeout -k 20 "$limit" "$@" || rc=$?
   if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-    echo "did not finish within $limit s: ${*:2}" >&2
+    echo "did not finish within $limit s: $*" >&2
   fi
   return "$rc"
 }
