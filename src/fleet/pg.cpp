@@ -307,20 +307,41 @@ Result<bool> Conn::await_input(std::string_view what, std::chrono::milliseconds 
     return wait_readable(what, Clock::now() + for_at_most, std::chrono::milliseconds{0});
 }
 
+namespace {
+bool holds_nul(const std::optional<std::string_view>& p) noexcept {
+    return p && p->find('\0') != std::string_view::npos;
+}
+Error nul_error(std::string_view what) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("fleet database: {} failed: a value holds a NUL byte, which PostgreSQL text "
+                                  "cannot store",
+                                  what));
+}
+}  // namespace
+
+void Conn::defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params) {
+    deferred_.push_back(Statement{std::string(what), std::move(sql), std::move(params)});
+}
+
 Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vector<Param>& params, Failure* failure) {
     if (failure) *failure = Failure::none;
+    deferred_failed_ = false;
+    last_sqlstate_.clear();
+    if (!deferred_.empty()) {
+        Statement last{std::string(what), sql, {}};
+        last.params.reserve(params.size());
+        for (const auto& p : params) last.params.push_back(p ? std::optional<std::string>(*p) : std::nullopt);
+        return exec_pipelined(std::move(last), failure);
+    }
     // Text-format parameters must be NUL-terminated; views need not be.
     std::vector<std::string> owned;
     owned.reserve(params.size());
     std::vector<const char*> values;
     values.reserve(params.size());
     for (const auto& p : params) {
-        if (p && p->find('\0') != std::string_view::npos) {
+        if (holds_nul(p)) {
             if (failure) *failure = Failure::other;
-            return make_error(Errc::invalid_argument,
-                              fmt::format("fleet database: {} failed: a value holds a NUL byte, which PostgreSQL "
-                                          "text cannot store",
-                                          what));
+            return nul_error(what);
         }
         if (p) {
             owned.emplace_back(*p);
@@ -346,17 +367,106 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
             if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) res = std::move(*next);
         }
     }
+    return outcome(what, std::move(res), failure);
+}
+
+Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
+    std::vector<Statement> list = std::exchange(deferred_, {});
+    list.push_back(std::move(last));
+    auto lost = [&](std::string_view what) -> Error {
+        if (failure) *failure = Failure::connection;
+        return make_error(Errc::unavailable, fmt::format("fleet database unreachable: {} failed: {}; the connection "
+                                                         "is lost",
+                                                         what, last_message()));
+    };
+    for (const Statement& st : list) {
+        for (const auto& p : st.params) {
+            if (holds_nul(p ? std::optional<std::string_view>(*p) : std::nullopt)) {
+                if (failure) *failure = Failure::other;
+                deferred_failed_ = &st != &list.back();
+                return nul_error(st.what);
+            }
+        }
+    }
+    if (!conn_ || PQenterPipelineMode(conn_.get()) != 1) return lost(list.front().what);
+    for (const Statement& st : list) {
+        std::vector<const char*> values;
+        values.reserve(st.params.size());
+        for (const auto& p : st.params) values.push_back(p ? p->c_str() : nullptr);
+        if (PQsendQueryParams(conn_.get(), st.sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                              nullptr, nullptr, 0) != 1)
+            return lost(st.what);
+    }
+    if (PQpipelineSync(conn_.get()) != 1) return lost(list.back().what);
+    // Each statement's results end with a null; after the last, the sync's.
+    // A failed statement's error is kept; those after it come back aborted.
+    ResultPtr kept;
+    std::size_t kept_of = list.size() - 1;
+    // A connection lost after a statement failed is that failure's doing
+    // (the server ended the session with it): the failure is reported.
+    auto kept_failure = [&] { return kept && PQresultStatus(kept.get()) != PGRES_COMMAND_OK &&
+                                     PQresultStatus(kept.get()) != PGRES_TUPLES_OK; };
+    bool ended = false;
+    for (std::size_t i = 0; i < list.size() && !ended; ++i) {
+        for (;;) {
+            auto next = next_result(list[i].what);
+            if (!next) {
+                if (!kept_failure()) {
+                    if (failure) *failure = Failure::connection;
+                    return next.error();
+                }
+                ended = true;
+                break;
+            }
+            if (!*next) break;
+            const ExecStatusType st = PQresultStatus(next->get());
+            if (st == PGRES_PIPELINE_ABORTED) continue;
+            const bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+            const bool kept_failed = kept && kept_of < i;
+            if (!ok && !kept_failed) {
+                kept = std::move(*next);
+                kept_of = i;
+            } else if (ok && i + 1 == list.size() && !kept) {
+                kept = std::move(*next);
+            }
+        }
+    }
+    std::optional<Result<ResultPtr>> sync;
+    if (!ended) {
+        sync.emplace(next_result(list.back().what));
+        if (!*sync) {
+            if (!kept_failure()) {
+                if (failure) *failure = Failure::connection;
+                return sync->error();
+            }
+            ended = true;
+        }
+    }
+    if (ended) {
+        deferred_failed_ = kept_of + 1 < list.size();
+        return outcome(list[kept_of].what, std::move(kept), failure);
+    }
+    if (!**sync || PQresultStatus((*sync)->get()) != PGRES_PIPELINE_SYNC || PQexitPipelineMode(conn_.get()) != 1)
+        return dropped(list.back().what, "the pipeline of statements did not end as sent");
+    deferred_failed_ = kept_of + 1 < list.size();
+    return outcome(list[kept_of].what, std::move(kept), failure);
+}
+
+Result<Rows> Conn::outcome(std::string_view what, ResultPtr res, Failure* failure) {
     const ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Rows(std::move(res));
 
     const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
     const std::string_view sqlstate = state ? state : "";
+    last_sqlstate_.assign(sqlstate);
     Failure kind = Failure::other;
     if (sqlstate == "40001" || sqlstate == "40P01")
         kind = Failure::retry;
     else if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK || sqlstate.starts_with("08") ||
              sqlstate.starts_with("57P") || sqlstate == "25P03")
         kind = Failure::connection;
+    else if (sqlstate == "55P03")
+        kind = Failure::busy;
     if (failure) *failure = kind;
     const char* primary = res ? PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY) : nullptr;
     std::string why = primary ? secrets_.scrub(one_line(primary)) : last_message();

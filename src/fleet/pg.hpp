@@ -31,6 +31,7 @@ using Param = std::optional<std::string_view>;
 enum class Failure : std::uint8_t {
     none,
     retry,       ///< serialisation failure or deadlock: run the transaction again
+    busy,        ///< a lock was not granted within lock_timeout (55P03): nothing was changed
     connection,  ///< the connection is gone: the outcome of an open transaction is unknown
     other,
 };
@@ -114,6 +115,20 @@ public:
                       Failure* failure = nullptr);
     Result<Rows> exec(std::string_view what, const char* sql, const std::vector<Param>& params,
                       Failure* failure = nullptr);
+    /// Queues a statement whose only answer of interest is that it succeeded
+    /// (a savepoint, a lock, rows appended, a notification): it is sent
+    /// ahead of the next exec() and answered in the same round trip (libpq's
+    /// pipeline mode). The statements still run in order, one after the
+    /// other; only the waits between them go. A queued statement's failure
+    /// is that exec()'s, named by its own `what`, and the statements after
+    /// it do not run. Only exec() sends what is queued.
+    void defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params = {});
+    /// Forgets the queued statements (their transaction is being rolled back).
+    void discard_deferred() noexcept { deferred_.clear(); }
+    /// Whether the last exec() failed in a statement queued by defer().
+    bool deferred_failed() const noexcept { return deferred_failed_; }
+    /// The SQLSTATE of the last exec()'s failure; empty if it had none.
+    const std::string& last_sqlstate() const noexcept { return last_sqlstate_; }
     /// Runs several statements without parameters (DDL).
     Outcome exec_script(std::string_view what, const char* sql);
     /// Starts a statement whose result is read with next_result() (COPY).
@@ -143,6 +158,15 @@ public:
 
 private:
     using Clock = std::chrono::steady_clock;
+    struct Statement {
+        std::string what;
+        std::string sql;
+        std::vector<std::optional<std::string>> params;
+    };
+    /// The queued statements and then `last`, in one pipeline and one round trip.
+    Result<Rows> exec_pipelined(Statement last, Failure* failure);
+    /// The outcome of a statement's result: its rows, or its error classified.
+    Result<Rows> outcome(std::string_view what, ResultPtr res, Failure* failure);
     /// Polls the socket for `events` until `until`, noticing the abandon
     /// flag: true when ready, false when `until` passed; the error's message
     /// is the reason alone (the broker stopping, a poll failure).
@@ -166,6 +190,9 @@ private:
     std::chrono::milliseconds connect_timeout_{0};
     const std::atomic<bool>* abandon_ = nullptr;
     std::string closed_why_;  // why the connection was dropped, once it was
+    std::vector<Statement> deferred_;
+    bool deferred_failed_ = false;
+    std::string last_sqlstate_;
 };
 
 /// Error for a failed statement: "fleet database: <what> failed: <primary message>".

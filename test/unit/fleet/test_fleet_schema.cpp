@@ -311,9 +311,68 @@ TEST_CASE("a statement waiting for a lock longer than lock_wait fails as busy, n
     auto r = waiter->exec("lock the instance's head", "SELECT 1 FROM devcert.instances FOR UPDATE", {}, &failure);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == Errc::unavailable);
-    CHECK(failure == pg::Failure::other);
+    CHECK(failure == pg::Failure::busy);
     CHECK_THAT(r.error().message, Catch::StartsWith("fleet database busy: lock the instance's head failed: "));
     CHECK_THAT(r.error().message, Catch::Contains("(SQLSTATE 55P03)"));
     CHECK(waiter->alive());
     CHECK(holder->exec("commit", "COMMIT").ok());
+}
+
+TEST_CASE("deferred statements run in order in the next statement's round trip", "[fleet][conninfo][pipeline]") {
+    FleetDb db;
+    auto conn = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(conn.ok());
+    REQUIRE(conn->exec("begin", "BEGIN").ok());
+    conn->defer("make a table", "CREATE TEMP TABLE seen (n int, note text)");
+    conn->defer("add a row", "INSERT INTO seen VALUES (1, $1)", {std::string("one")});
+    conn->defer("add a null", "INSERT INTO seen VALUES (2, $1)", {std::nullopt});
+    auto rows = conn->exec("read the rows", "SELECT count(*), string_agg(coalesce(note, '-'), ',' ORDER BY n) FROM seen");
+    REQUIRE(rows.ok());
+    CHECK_FALSE(conn->deferred_failed());
+    CHECK(rows->i64(0, 0) == 2);
+    CHECK(rows->text(0, 1) == "one,-");
+    CHECK(conn->exec("commit", "COMMIT").ok());
+
+    SECTION("a deferred statement's failure is the next statement's, named by its own what; the rest do not run") {
+        REQUIRE(conn->exec("begin", "BEGIN").ok());
+        conn->defer("divide by zero", "SELECT 1 / 0");
+        conn->defer("add a row", "INSERT INTO seen VALUES (3, 'three')");
+        pg::Failure failure = pg::Failure::none;
+        auto r = conn->exec("count", "SELECT count(*) FROM seen", {}, &failure);
+        REQUIRE_FALSE(r.ok());
+        CHECK(conn->deferred_failed());
+        CHECK(failure == pg::Failure::other);
+        CHECK_THAT(r.error().message, Catch::StartsWith("fleet database: divide by zero failed: division by zero"));
+        CHECK(conn->last_sqlstate() == "22012");
+        REQUIRE(conn->exec("roll back", "ROLLBACK").ok());
+        // Out of the pipeline, the connection serves plain statements again.
+        auto after = conn->exec("count", "SELECT count(*) FROM seen WHERE n = 3");
+        REQUIRE(after.ok());
+        CHECK(after->i64(0, 0) == 0);
+        CHECK_FALSE(conn->deferred_failed());
+    }
+    SECTION("the statement's own failure is not a deferred one's") {
+        conn->defer("select one", "SELECT 1");
+        auto r = conn->exec("divide by zero", "SELECT 1 / 0");
+        REQUIRE_FALSE(r.ok());
+        CHECK_FALSE(conn->deferred_failed());
+        CHECK_THAT(r.error().message, Catch::StartsWith("fleet database: divide by zero failed: "));
+    }
+    SECTION("discarded statements never run") {
+        conn->defer("add a row", "INSERT INTO seen VALUES (4, 'four')");
+        conn->discard_deferred();
+        auto r = conn->exec("count", "SELECT count(*) FROM seen WHERE n = 4");
+        REQUIRE(r.ok());
+        CHECK(r->i64(0, 0) == 0);
+    }
+    SECTION("a deferred value holding a NUL byte is refused before anything is sent, naming it") {
+        conn->defer("add a row", "INSERT INTO seen VALUES (5, $1)", {std::string("a\0b", 3)});
+        auto r = conn->exec("count", "SELECT count(*) FROM seen");
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().code == Errc::invalid_argument);
+        CHECK_THAT(r.error().message, Catch::StartsWith("fleet database: add a row failed: a value holds a NUL byte"));
+        auto again = conn->exec("count", "SELECT count(*) FROM seen WHERE n = 5");
+        REQUIRE(again.ok());
+        CHECK(again->i64(0, 0) == 0);
+    }
 }
