@@ -38,6 +38,11 @@ Outcome guarded(Fn&& fn) noexcept {
     }
 }
 
+/// How long an optimistic write waits for a record's lock (see
+/// Fleet::Impl::begin_write): far longer than another write holds one when
+/// nothing is wrong, far shorter than PostgreSQL takes to notice a deadlock.
+constexpr std::chrono::milliseconds kOptimisticLockWait{50};
+
 Error retries_exhausted(unsigned attempts, const Error& last) {
     return make_error(Errc::store_error,
                       fmt::format("fleet database: the transaction conflicted with others {} times in a row; last: {}",
@@ -127,6 +132,7 @@ struct Fleet::Impl {
     /// restarted since the last call) is re-established and BEGIN sent
     /// again: nothing had started, so nothing can be applied twice.
     Outcome begin(const char* sql) {
+        conn.discard_deferred();
         if (auto r = reachable(); !r) return r;
         pg::Failure failure = pg::Failure::none;
         if (auto r = conn.exec("begin a transaction", sql, {}, &failure); !r) {
@@ -136,29 +142,38 @@ struct Fleet::Impl {
         }
         return Ok{};
     }
-    void rollback() { (void)conn.exec("roll back", "ROLLBACK"); }
+    void rollback() {
+        conn.discard_deferred();
+        (void)conn.exec("roll back", "ROLLBACK");
+    }
 
-    /// Begins a write: READ COMMITTED, then the instance's head row locked
-    /// first. Every writer of the instance takes that row before any record,
-    /// so writers serialise from their first statement and can never hold
-    /// rows in opposite orders (two batches locking the same devices in
-    /// different orders deadlocked, and PostgreSQL notices a deadlock only
-    /// after deadlock_timeout). They serialised on the row at commit anyway.
-    Outcome begin_write() {
+    /// Begins a write, READ COMMITTED. Every write of the instance takes its
+    /// head row, which numbers the changes, and holds it until its commit is
+    /// flushed: the fleet's writes serialise on it. So:
+    ///  - optimistic (a first attempt): the records first, each lock waited
+    ///    for at most kOptimisticLockWait; the head row last, at flush(),
+    ///    held only for the change log's rows and the commit. Two writes
+    ///    that lock the same records in opposite orders would deadlock, and
+    ///    PostgreSQL notices a deadlock only after deadlock_timeout (1 s by
+    ///    default): the brief wait ends that at once, and the write runs again
+    ///    pessimistic;
+    ///  - pessimistic: the head row first, so that writers serialise from
+    ///    their first statement and can never hold records in opposite
+    ///    orders; locks are waited for as the session says.
+    /// The first statement is sent with the body's first, in its round trip.
+    Outcome begin_write(bool optimistic) {
         if (auto r = begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r;
-        const std::string id = std::to_string(instance);
-        if (auto r = conn.exec("lock the instance's head", "SELECT 1 FROM devcert.instances WHERE id = $1 FOR UPDATE",
-                               {id});
-            !r) {
-            rollback();
-            return r.error();
-        }
+        if (optimistic)
+            conn.defer("limit lock waits", fmt::format("SET LOCAL lock_timeout = {}", kOptimisticLockWait.count()));
+        else
+            conn.defer("lock the instance's head", "SELECT 1 FROM devcert.instances WHERE id = $1 FOR UPDATE",
+                       {std::to_string(instance)});
         return Ok{};
     }
 
-    /// The loop write() and write_batch() share: begin (the head row
-    /// first), the body, commit; a retryable failure in the body or at
-    /// commit runs it all again, up to max_attempts. Body:
+    /// The loop write() and write_batch() share: begin, the body, commit;
+    /// an optimistic attempt first, then up to max_attempts pessimistic ones
+    /// while the failures are retryable. Body:
     /// (FleetWriteView&, TxnState&) -> Attempt.
     template <class Body>
     Result<std::vector<FleetChange>> run_write(Body&& body);
@@ -172,18 +187,17 @@ struct Fleet::Impl {
         }
         // NOTIFY is delivered at commit, so the payload names a committed seq.
         std::vector<FleetChange> peek = view.take_changes();
-        if (!peek.empty()) {
-            if (auto r = conn.exec("notify the fleet", "SELECT pg_notify($1, $2)",
-                                   {channel, std::to_string(peek.back().entry.seq)}, &failure);
-                !r)
-                return r.error();
-        }
+        if (!peek.empty())
+            conn.defer("notify the fleet", "SELECT pg_notify($1, $2)", {channel, std::to_string(peek.back().entry.seq)});
         committed = std::move(peek);
+        // One round trip: the change log's rows and the notification, queued, then COMMIT.
         auto r = conn.exec("commit", "COMMIT", {}, &failure);
         if (!r) {
             // The server may have committed before the connection broke: this
-            // is not "unavailable, nothing changed".
-            if (failure == pg::Failure::connection)
+            // is not "unavailable, nothing changed". Unless the server ended
+            // the session for sitting idle in the transaction (25P03): it was
+            // waiting for this COMMIT then, and rolled back.
+            if (failure == pg::Failure::connection && conn.last_sqlstate() != "25P03")
                 return make_error(Errc::store_error,
                                   fmt::format("fleet database: the connection was lost during COMMIT, so the outcome "
                                               "is unknown (the change may have been applied): {}",
@@ -241,10 +255,13 @@ template <class Body>
 Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
     Impl& d = *this;
     Error last = make_error(Errc::store_error, "fleet database: no attempt made");
-    for (unsigned attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
-        if (auto r = d.begin_write(); !r) return r.error();
+    // Attempt 0 is the optimistic one.
+    for (unsigned attempt = 0; attempt <= d.options.max_attempts; ++attempt) {
+        const bool optimistic = attempt == 0;
+        if (auto r = d.begin_write(optimistic); !r) return r.error();
         TxnState state;
-        FleetWriteView view(d.conn, d.instance, state);
+        state.optimistic = optimistic;
+        FleetWriteView view(d.conn, d.instance, state, true);
         Attempt run = body(view, state);
         if (run.next != Attempt::Next::commit) {
             d.rollback();
@@ -269,7 +286,7 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
 Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
     return impl_->run_write([&](FleetWriteView& view, TxnState& state) {
         const Outcome out = guarded([&] { return fn(view); });
-        if (state.failure == pg::Failure::retry) return Attempt::retry(*state.first_error);
+        if (state.retryable()) return Attempt::retry(*state.first_error);
         if (state.failed()) return Attempt::abort(*state.first_error);
         if (!out) return Attempt::abort(out.error());
         return Attempt::commit();
@@ -281,19 +298,23 @@ Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& 
     auto committed = d.run_write([&](FleetWriteView& view, TxnState& state) {
         results.clear();
         for (const auto& fn : fns) {
-            if (auto r = d.conn.exec("take a savepoint", "SAVEPOINT devcert_job"); !r) return Attempt::abort(r.error());
+            // Savepoints and their releases go with the jobs' statements.
+            d.conn.defer("take a savepoint", "SAVEPOINT devcert_job");
             const auto mark = view.mark();
             Outcome out = guarded([&] { return fn(view); });
-            if (state.failure == pg::Failure::retry) return Attempt::retry(*state.first_error);
+            if (state.retryable()) return Attempt::retry(*state.first_error);
             if (state.failure == pg::Failure::connection) return Attempt::abort(*state.first_error);
+            // A statement queued before this job's own failed (the previous
+            // job's release, the head's lock): its savepoint may not exist.
+            if (state.failed() && state.queued_failed) return Attempt::abort(*state.first_error);
             if (state.failed() && out) out = *state.first_error;
             if (!out) {
                 if (auto r = d.conn.exec("roll back to the savepoint", "ROLLBACK TO SAVEPOINT devcert_job"); !r)
                     return Attempt::abort(r.error());
                 view.rollback_to(mark);
                 state = TxnState{};
-            } else if (auto r = d.conn.exec("release the savepoint", "RELEASE SAVEPOINT devcert_job"); !r) {
-                return Attempt::abort(r.error());
+            } else {
+                d.conn.defer("release the savepoint", "RELEASE SAVEPOINT devcert_job");
             }
             results.push_back(std::move(out));
         }
@@ -307,7 +328,7 @@ Outcome Fleet::read(const ReadFn& fn) {
     Impl& d = *impl_;
     if (auto r = d.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !r) return r;
     TxnState state;
-    FleetWriteView view(d.conn, d.instance, state);
+    FleetWriteView view(d.conn, d.instance, state, false);
     const Outcome out = guarded([&] { return fn(view); });
     d.rollback();  // nothing to keep
     if (state.failed() && out) return *state.first_error;

@@ -272,11 +272,14 @@ bool change_from_row(const pg::Rows& r, int i, int c, FleetChange& out, bool rec
 // ---------------------------------------------------------------------------
 
 Result<pg::Rows> FleetWriteView::exec(std::string_view what, const char* sql, const std::vector<pg::Param>& params) {
+    locked_device_.reset();
     pg::Failure failure = pg::Failure::none;
     auto rows = conn_.exec(what, sql, params, &failure);
     if (!rows && !state_.failed()) {
         state_.failure = failure;
         state_.first_error = rows.error();
+        state_.queued_failed = conn_.deferred_failed();
+        state_.failed_optimistic = state_.optimistic;
     }
     return rows;
 }
@@ -315,6 +318,7 @@ void FleetWriteView::rollback_to(const Mark& m) {
     ca_delta_ = m.ca_delta;
     device_delta_ = m.device_delta;
     ca_device_delta_ = m.ca_devices;
+    locked_device_.reset();
 }
 
 void FleetWriteView::adjust(CaRecord& rec) const {
@@ -325,14 +329,19 @@ void FleetWriteView::adjust(CaRecord& rec) const {
 }
 
 Outcome FleetWriteView::flush() {
-    // CA rows first (in Sn order), the head row last, like every writer.
+    if (state_.optimistic) {
+        // From here on locks are waited for as the session says: the CA rows
+        // in Sn order, then the head row, as every writer takes them.
+        conn_.defer("restore the lock timeout", "SET LOCAL lock_timeout TO DEFAULT");
+        state_.optimistic = false;
+    }
+    // CA rows in Sn order, sent with the head row's update in one round trip.
     for (const auto& [sn, delta] : ca_device_delta_) {
         if (delta == 0) continue;
-        auto r = exec("write ca record",
-                      "UPDATE devcert.cas SET device_count = greatest(device_count + $3, 0) "
-                      "WHERE instance = $1 AND sn = $2",
-                      {instance_, sn, num(delta)});
-        if (!r) return r.error();
+        conn_.defer("write ca record",
+                    "UPDATE devcert.cas SET device_count = greatest(device_count + $3, 0) "
+                    "WHERE instance = $1 AND sn = $2",
+                    {instance_, sn, num(delta)});
     }
     ca_device_delta_.clear();
     if (pending_.empty()) return Ok{};
@@ -354,31 +363,32 @@ Outcome FleetWriteView::flush() {
         std::string sql =
             "INSERT INTO devcert.changes (instance, seq, time_ms, action, ca_sn, device_sn, old_status, "
             "new_status, caller, record) VALUES ";
-        std::vector<pg::Param> params;
-        std::vector<std::string> text;  // owns the parameters' bytes
-        text.reserve((end - at) * 9);
+        std::vector<std::optional<std::string>> params;
+        params.reserve(1 + (end - at) * 9);
         params.emplace_back(instance_);
         for (std::size_t i = at; i < end; ++i) {
             const ChangeEntry& e = pending_[i].entry;
             const std::size_t p = params.size() + 1;
             sql += fmt::format("{}($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}::jsonb)", i == at ? "" : ", ", p,
                                p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8);
-            params.emplace_back(text.emplace_back(num(e.seq)));
-            params.emplace_back(text.emplace_back(num(e.time_ms)));
+            params.emplace_back(num(e.seq));
+            params.emplace_back(num(e.time_ms));
             params.emplace_back(e.action);
             params.emplace_back(e.ca_sn);
             params.emplace_back(e.device_sn);
-            params.emplace_back(e.old_status ? pg::Param(text.emplace_back(status_param(*e.old_status))) : std::nullopt);
-            params.emplace_back(e.new_status ? pg::Param(text.emplace_back(status_param(*e.new_status))) : std::nullopt);
+            params.emplace_back(e.old_status ? std::optional<std::string>(status_param(*e.old_status)) : std::nullopt);
+            params.emplace_back(e.new_status ? std::optional<std::string>(status_param(*e.new_status)) : std::nullopt);
             params.emplace_back(e.caller);
             if (pending_[i].ca)
-                params.emplace_back(text.emplace_back(encode_ca_record(*pending_[i].ca)));
+                params.emplace_back(encode_ca_record(*pending_[i].ca));
             else if (pending_[i].device)
-                params.emplace_back(text.emplace_back(encode_device_record(*pending_[i].device)));
+                params.emplace_back(encode_device_record(*pending_[i].device));
             else
                 params.emplace_back(std::nullopt);
         }
-        if (auto r = exec("append to the change log", sql.c_str(), params); !r) return r.error();
+        // Sent with the next statement (the commit, or whatever the body runs
+        // next), whose failure it then is.
+        conn_.defer("append to the change log", std::move(sql), std::move(params));
     }
     for (auto& change : pending_) numbered_.push_back(std::move(change));
     pending_.clear();
@@ -429,19 +439,23 @@ Result<std::optional<CaRecord>> FleetWriteView::load_ca(std::string_view sn, boo
 Result<std::optional<DeviceRecord>> FleetWriteView::load_device(std::string_view ca_sn, std::string_view device_sn,
                                                                 bool lock) {
     if (!valid_key_serial(ca_sn) || !valid_key_serial(device_sn)) return std::optional<DeviceRecord>{};
+    if (lock && locked_device_ && locked_device_->ca_sn == ca_sn && locked_device_->device_sn == device_sn)
+        return locked_device_;
     static const std::string plain = fmt::format(
         "SELECT {} FROM devcert.devices WHERE instance = $1 AND ca_sn = $2 AND device_sn = $3", kDeviceColumns);
     static const std::string locked = plain + " FOR UPDATE";
     auto rows = exec("read device record", (lock ? locked : plain).c_str(), {instance_, ca_sn, device_sn});
     if (!rows) return rows.error();
     if (rows->size() == 0) return std::optional<DeviceRecord>{};
-    return std::optional<DeviceRecord>(device_from_row(*rows, 0));
+    std::optional<DeviceRecord> found(device_from_row(*rows, 0));
+    if (lock) locked_device_ = found;
+    return found;
 }
 
 Result<std::optional<CaRecord>> FleetWriteView::get_ca(std::string_view sn) { return load_ca(sn, false); }
 
 Result<std::optional<DeviceRecord>> FleetWriteView::get_device(std::string_view ca_sn, std::string_view device_sn) {
-    return load_device(ca_sn, device_sn, false);
+    return load_device(ca_sn, device_sn, writing_);
 }
 
 Result<PageResult<CaRecord>> FleetWriteView::list_cas(Page page) {
@@ -761,11 +775,13 @@ Result<CertStatus> FleetWriteView::set_device_status(std::string_view ca_sn, std
         return make_error(Errc::revoked, fmt::format("device '{}' of ca '{}' is revoked; revocation is final",
                                                      device_sn, ca_sn));
     const std::int64_t now = now_ms();
-    auto rows = exec("write device record",
-                     "UPDATE devcert.devices SET status = $4, updated_ms = $5, status_changed_ms = $5 "
-                     "WHERE instance = $1 AND ca_sn = $2 AND device_sn = $3",
-                     {instance_, ca_sn, device_sn, status_param(status), num(now)});
-    if (!rows) return rows.error();
+    // The row is locked and known: the update cannot miss it. It goes with
+    // the transaction's next statement, whose failure a failure of it is.
+    locked_device_.reset();
+    conn_.defer("write device record",
+                "UPDATE devcert.devices SET status = $4, updated_ms = $5, status_changed_ms = $5 "
+                "WHERE instance = $1 AND ca_sn = $2 AND device_sn = $3",
+                {instance_, std::string(ca_sn), std::string(device_sn), status_param(status), num(now)});
     d.status = status;
     d.updated_ms = d.status_changed_ms = now;
     log(action, ca_sn, device_sn, old, status, caller, now, std::nullopt, std::move(d));

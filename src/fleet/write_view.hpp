@@ -21,7 +21,21 @@ namespace devcert::fleet_detail {
 struct TxnState {
     pg::Failure failure = pg::Failure::none;
     std::optional<Error> first_error;
+    /// The first error was a statement queued ahead of the one the body ran
+    /// (pg::Conn::defer): a savepoint, its release, the head's lock.
+    bool queued_failed = false;
+    /// The transaction waits for records' locks briefly and takes the head
+    /// row's lock last (see Fleet::Impl::begin_write); flush() ends it.
+    bool optimistic = false;
+    /// The first error came while optimistic.
+    bool failed_optimistic = false;
     bool failed() const noexcept { return failure != pg::Failure::none; }
+    /// The transaction is worth running again (pessimistic from then on): a
+    /// deadlock or serialisation failure, or a lock an optimistic
+    /// transaction did not get in its brief wait.
+    bool retryable() const noexcept {
+        return failure == pg::Failure::retry || (failure == pg::Failure::busy && failed_optimistic);
+    }
 };
 
 /// Change entries are numbered when the transaction is about to commit (or
@@ -29,8 +43,11 @@ struct TxnState {
 /// writers of the instance, is then held for as short a time as possible.
 class FleetWriteView final : public WriteView {
 public:
-    FleetWriteView(pg::Conn& conn, std::int64_t instance, TxnState& state) noexcept
-        : conn_(conn), instance_(std::to_string(instance)), state_(state) {}
+    /// In a write transaction (`writing`), a device record read is locked
+    /// (FOR UPDATE): a handler reads the record it is about to change, and
+    /// the change then needs no second statement to lock and read it again.
+    FleetWriteView(pg::Conn& conn, std::int64_t instance, TxnState& state, bool writing) noexcept
+        : conn_(conn), instance_(std::to_string(instance)), state_(state), writing_(writing) {}
 
     Result<std::optional<CaRecord>> get_ca(std::string_view sn) override;
     Result<std::optional<DeviceRecord>> get_device(std::string_view ca_sn, std::string_view device_sn) override;
@@ -70,7 +87,8 @@ public:
     Mark mark() const { return {pending_.size(), numbered_.size(), ca_delta_, device_delta_, ca_device_delta_}; }
     /// After ROLLBACK TO SAVEPOINT taken at `m`.
     void rollback_to(const Mark& m);
-    /// Takes the next seqs from the head row and writes the pending entries.
+    /// Takes the next seqs from the head row; the pending entries are
+    /// queued (pg::Conn::defer) to be written with the commit.
     Outcome flush();
     /// Every entry numbered in this transaction, in seq order.
     std::vector<FleetChange> take_changes() { return std::move(numbered_); }
@@ -89,6 +107,11 @@ private:
     pg::Conn& conn_;
     std::string instance_;
     TxnState& state_;
+    bool writing_;
+    /// The device record the last statement read and locked, until the next
+    /// statement: nothing can change it in between (this transaction ran
+    /// nothing, and no other can write a locked row).
+    std::optional<DeviceRecord> locked_device_;
     std::vector<FleetChange> pending_;
     std::vector<FleetChange> numbered_;
     std::int64_t ca_delta_ = 0;

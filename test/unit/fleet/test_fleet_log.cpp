@@ -406,6 +406,71 @@ TEST_CASE("writers on different connections serialise on the same record", "[fle
     }).ok());
 }
 
+TEST_CASE("batches locking the same records in opposite orders both commit, without waiting for deadlock detection",
+          "[fleet][log][concurrency]") {
+    FleetDb db;
+    {
+        auto fleet = db.connect();
+        must_commit(*fleet, [](WriteView& v) -> Outcome {
+            if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+            if (auto r = v.insert_device(make_device("0a", "01"), "A", "t"); !r) return r;
+            return v.insert_device(make_device("0a", "02"), "A", "t");
+        });
+    }
+    // PostgreSQL would take a minute to notice the deadlock, and a lock may
+    // be waited for as long: only the optimistic writes' brief wait ends it.
+    FleetOptions options = db.options;
+    options.conninfo += " options='-c deadlock_timeout=60s'";
+    options.timeout_s = 60;
+    // Each batch's first job locks its record, then waits until the other
+    // batch has locked its own (first attempts only), so that each second
+    // job needs the record the other holds.
+    std::atomic<int> locked{0};
+    auto batch = [&](const char* first, const char* second, CertStatus status) {
+        auto fleet = connect_fleet(options);
+        auto tries = std::make_shared<int>(0);
+        std::vector<Fleet::WriteFn> fns{
+            [&, first, status, tries](WriteView& v) -> Outcome {
+                auto r = v.set_device_status("0a", first, status, "Swap", "t");
+                if (!r) return r.error();
+                if ((*tries)++ == 0) {
+                    ++locked;
+                    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                    while (locked < 2 && std::chrono::steady_clock::now() < give_up)
+                        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                }
+                return Ok{};
+            },
+            [&, second, status](WriteView& v) -> Outcome {
+                return status_outcome(v.set_device_status("0a", second, status, "Swap", "t"));
+            }};
+        std::vector<Outcome> results;
+        auto committed = fleet->write_batch(fns, results);
+        return std::make_pair(committed.ok() ? committed->size() : 0, results);
+    };
+    const auto started = std::chrono::steady_clock::now();
+    std::pair<std::size_t, std::vector<Outcome>> one, two;
+    std::thread t1([&] { one = batch("01", "02", CertStatus::inactive); });
+    std::thread t2([&] { two = batch("02", "01", CertStatus::inactive); });
+    t1.join();
+    t2.join();
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(locked == 2);  // the two first attempts did hold one record each
+    CHECK(took < std::chrono::seconds(20));
+    REQUIRE(one.second.size() == 2);
+    REQUIRE(two.second.size() == 2);
+    for (const auto& r : one.second) CHECK(r.ok());
+    for (const auto& r : two.second) CHECK(r.ok());
+    // Whichever committed first changed both records; the other found them changed.
+    CHECK(one.first + two.first == 2);
+    auto fleet = db.connect();
+    auto log = fleet->changes_after(3, 100);
+    REQUIRE(log.ok());
+    REQUIRE(log->changes.size() == 2);
+    CHECK(log->changes[0].entry.seq == 4);
+    CHECK(log->changes[1].entry.seq == 5);
+}
+
 TEST_CASE("two brokers registering the same device at once yield one record and one change",
           "[fleet][log][concurrency]") {
     FleetDb db;
