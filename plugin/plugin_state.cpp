@@ -215,6 +215,7 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
     options.initial_map_size = c.map_size;
     options.change_log_retention = c.change_log_retention;
     options.create = true;
+    options.replica = !c.fleet.empty();
     auto opened = Store::open(options);
     if (!opened) {
         return make_error(opened.error().code, fmt::format("plugin_opt_db_path: {}", opened.error().message));

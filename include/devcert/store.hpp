@@ -142,6 +142,11 @@ struct StoreOptions {
     std::optional<std::uint64_t> change_log_retention;
     bool create = true;                ///< create the directory if missing
     unsigned max_readers = 256;
+    /// A fleet member's replica: PostgreSQL keeps the durable copy, so a
+    /// commit skips LMDB's second flush, of the metadata page
+    /// (MDB_NOMETASYNC). The store stays consistent; a system crash may undo
+    /// its last commit, which the member fetches again from the fleet's log.
+    bool replica = false;
 };
 
 /// Result of the hot-path lookups: no allocation, no record decoding.

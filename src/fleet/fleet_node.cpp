@@ -422,14 +422,36 @@ struct FleetNode::Impl {
         }
     }
 
+    /// Other members' changes committed just before this member's own (the
+    /// head row orders them) are fetched on the writer's connection and
+    /// applied with its own, so that the answer need not wait for the
+    /// follower to hear of them. Anything unusual (a gap, another epoch, a
+    /// failure) is left to the follower, as is checking the log's anchor.
+    void fetch_before_own(std::uint64_t last) {
+        auto position = replica_position(replica);
+        if (!position || position->seq >= last) return;
+        auto batch = writer_conn->changes_after(position->seq, options.fetch_limit);
+        if (!batch) return;
+        const FollowPlan plan = plan_follow(*position, *batch);
+        if (plan.action != FollowAction::apply || plan.count == 0) return;
+        std::vector<FleetChange> run(batch->changes.begin() + static_cast<std::ptrdiff_t>(plan.first),
+                                     batch->changes.begin() + static_cast<std::ptrdiff_t>(plan.first + plan.count));
+        auto applied = replica_apply(replica, position->epoch, run);
+        if (!applied || *applied == 0) return;
+        if (auto now = replica_position(replica); now) note_applied(now->seq);
+        refresh_queue_length();
+        if (on_applied) on_applied();
+    }
+
     /// Applies what this broker committed to its replica before answering,
     /// so the caller reads its own write here. If the follower has not
     /// applied what came before yet, waits (bounded) for it to.
     void apply_own(const std::vector<FleetChange>& changes) {
         if (changes.empty()) return;
         const std::uint64_t last = changes.back().entry.seq;
-        auto applied = replica_apply(replica, current_epoch(), changes);
-        if (applied && *applied > 0) {
+        if (applied_position() + 1 < changes.front().entry.seq) {
+            fetch_before_own(last);
+        } else if (auto applied = replica_apply(replica, current_epoch(), changes); applied && *applied > 0) {
             note_applied(last);
             if (on_applied) on_applied();
         }

@@ -359,8 +359,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
         return open_error(path, mdb_strerror(rc));
     // MDB_NOTLS: read transactions are not tied to a thread's slot, so a
     // reset snapshot can be renewed by another thread and many threads can
-    // each hold one. Commits stay fully durable (no MDB_NOSYNC).
-    if (const int rc = mdb_env_open(env, path.c_str(), MDB_NOTLS, 0600); rc != 0)
+    // each hold one. Commits stay fully durable (no MDB_NOSYNC); a replica's
+    // skip only the metadata flush (see StoreOptions::replica).
+    const unsigned flags = MDB_NOTLS | (options.replica ? MDB_NOMETASYNC : 0u);
+    if (const int rc = mdb_env_open(env, path.c_str(), flags, 0600); rc != 0)
         return open_error(path, mdb_strerror(rc));
 
     // Reader slots left by crashed processes would pin old pages forever.
