@@ -312,7 +312,9 @@ Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& 
                 if (auto r = d.conn.exec("roll back to the savepoint", "ROLLBACK TO SAVEPOINT devcert_job"); !r)
                     return Attempt::abort(r.error());
                 view.rollback_to(mark);
+                const bool optimistic = state.optimistic;  // the transaction's mode outlives the job
                 state = TxnState{};
+                state.optimistic = optimistic;
             } else {
                 d.conn.defer("release the savepoint", "RELEASE SAVEPOINT devcert_job");
             }

@@ -11,6 +11,7 @@
 
 #include "devcert/fleet_follower.hpp"
 #include "fleet_fixture.hpp"
+#include "pg.hpp"
 #include "store_fixture.hpp"
 
 using namespace devcert;
@@ -469,6 +470,38 @@ TEST_CASE("batches locking the same records in opposite orders both commit, with
     REQUIRE(log->changes.size() == 2);
     CHECK(log->changes[0].entry.seq == 4);
     CHECK(log->changes[1].entry.seq == 5);
+}
+
+TEST_CASE("an optimistic batch with a refused job still waits for the head row as long as the session allows",
+          "[fleet][log][concurrency]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        return v.insert_device(make_device("0a", "01"), "A", "t");
+    });
+    // Another member holds the head row for longer than an optimistic
+    // write waits for a record's lock.
+    auto holder = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(holder.ok());
+    REQUIRE(holder->exec("begin", "BEGIN").ok());
+    REQUIRE(holder->exec("lock the head", "SELECT 1 FROM devcert.instances FOR UPDATE").ok());
+    std::thread release([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        (void)holder->exec("commit", "COMMIT");
+    });
+    std::vector<Fleet::WriteFn> fns{
+        [](WriteView& v) { return status_outcome(v.set_device_status("0a", "99", CertStatus::inactive, "S", "t")); },
+        [](WriteView& v) { return status_outcome(v.set_device_status("0a", "01", CertStatus::inactive, "S", "t")); }};
+    std::vector<Outcome> results;
+    auto committed = fleet->write_batch(fns, results);
+    release.join();
+    REQUIRE(committed.ok());
+    REQUIRE(results.size() == 2);
+    CHECK(results[0].error().code == Errc::not_found);
+    CHECK(results[1].ok());
+    REQUIRE(committed->size() == 1);
+    CHECK(committed->front().entry.device_sn == "01");
 }
 
 TEST_CASE("two brokers registering the same device at once yield one record and one change",
