@@ -38,11 +38,6 @@ Outcome guarded(Fn&& fn) noexcept {
     }
 }
 
-/// How long an optimistic write waits for a record's lock (see
-/// Fleet::Impl::begin_write): far longer than another write holds one when
-/// nothing is wrong, far shorter than PostgreSQL takes to notice a deadlock.
-constexpr std::chrono::milliseconds kOptimisticLockWait{50};
-
 Error retries_exhausted(unsigned attempts, const Error& last) {
     return make_error(Errc::store_error,
                       fmt::format("fleet database: the transaction conflicted with others {} times in a row; last: {}",
@@ -150,21 +145,24 @@ struct Fleet::Impl {
     /// Begins a write, READ COMMITTED. Every write of the instance takes its
     /// head row, which numbers the changes, and holds it until its commit is
     /// flushed: the fleet's writes serialise on it. So:
-    ///  - optimistic (a first attempt): the records first, each lock waited
-    ///    for at most kOptimisticLockWait; the head row last, at flush(),
-    ///    held only for the change log's rows and the commit. Two writes
-    ///    that lock the same records in opposite orders would deadlock, and
-    ///    PostgreSQL notices a deadlock only after deadlock_timeout (1 s by
-    ///    default): the brief wait ends that at once, and the write runs again
-    ///    pessimistic;
+    ///  - optimistic (a first attempt): the records first, the head row
+    ///    last, at flush(), held only for the change log's rows and the
+    ///    commit. Every lock is waited for briefly: a record's for
+    ///    kOptimisticLockWaitMs, the head's for kOptimisticHeadWaitMs. Two
+    ///    writes that lock records in opposite orders, or an optimistic
+    ///    write holding a record that a pessimistic one (holding the head)
+    ///    waits for, would deadlock, and PostgreSQL notices a deadlock only
+    ///    after deadlock_timeout (1 s by default): the brief wait ends that
+    ///    at once, and the write runs again pessimistic;
     ///  - pessimistic: the head row first, so that writers serialise from
     ///    their first statement and can never hold records in opposite
-    ///    orders; locks are waited for as the session says.
+    ///    orders; locks are waited for as the session says. Writes that
+    ///    conflict keep their throughput of before the optimistic attempt.
     /// The first statement is sent with the body's first, in its round trip.
     Outcome begin_write(bool optimistic) {
         if (auto r = begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r;
         if (optimistic)
-            conn.defer("limit lock waits", fmt::format("SET LOCAL lock_timeout = {}", kOptimisticLockWait.count()));
+            conn.defer("bound lock waits", fmt::format("SET LOCAL lock_timeout = {}", fleet_detail::kOptimisticLockWaitMs));
         else
             conn.defer("lock the instance's head", "SELECT 1 FROM devcert.instances WHERE id = $1 FOR UPDATE",
                        {std::to_string(instance)});
@@ -272,7 +270,7 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
         pg::Failure failure = pg::Failure::none;
         if (auto r = d.commit(view, state, failure); !r) {
             if (failure != pg::Failure::connection) d.rollback();
-            if (failure == pg::Failure::retry) {
+            if (failure == pg::Failure::retry || state.retryable()) {
                 last = r.error();
                 continue;
             }

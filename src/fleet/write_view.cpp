@@ -330,10 +330,10 @@ void FleetWriteView::adjust(CaRecord& rec) const {
 
 Outcome FleetWriteView::flush() {
     if (state_.optimistic) {
-        // From here on locks are waited for as the session says: the CA rows
-        // in Sn order, then the head row, as every writer takes them.
-        conn_.defer("restore the lock timeout", "SET LOCAL lock_timeout TO DEFAULT");
-        state_.optimistic = false;
+        // The head row may be held by a pessimistic write that waits for one
+        // of this write's records: a longer wait, still bounded, for the
+        // writes committing ahead of this one (see Fleet::Impl::begin_write).
+        conn_.defer("bound the wait for the head", fmt::format("SET LOCAL lock_timeout = {}", kOptimisticHeadWaitMs));
     }
     // CA rows in Sn order, sent with the head row's update in one round trip.
     for (const auto& [sn, delta] : ca_device_delta_) {

@@ -15,6 +15,11 @@
 
 namespace devcert::fleet_detail {
 
+/// How long an optimistic write waits for a record's lock, and at flush for
+/// the head row (milliseconds; see Fleet::Impl::begin_write).
+inline constexpr int kOptimisticLockWaitMs = 50;
+inline constexpr int kOptimisticHeadWaitMs = 200;
+
 /// What happened to PostgreSQL inside a transaction body, whatever the body
 /// made of the errors it was given (a failed statement aborts the whole
 /// transaction, so a body that swallows an error must not commit).
@@ -24,8 +29,8 @@ struct TxnState {
     /// The first error was a statement queued ahead of the one the body ran
     /// (pg::Conn::defer): a savepoint, its release, the head's lock.
     bool queued_failed = false;
-    /// The transaction waits for records' locks briefly and takes the head
-    /// row's lock last (see Fleet::Impl::begin_write); flush() ends it.
+    /// The transaction takes the head row's lock last and waits for every
+    /// lock briefly (see Fleet::Impl::begin_write).
     bool optimistic = false;
     /// The first error came while optimistic.
     bool failed_optimistic = false;
