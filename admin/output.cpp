@@ -170,6 +170,26 @@ std::string table(const Json& response) {
     return aligned(rows);
 }
 
+/// JSON text as dumped (valid UTF-8, controls below U+0020 escaped) with
+/// DEL and the C1 controls escaped too: both are legal raw in a JSON
+/// string, and a terminal obeys U+009B (CSI) as it obeys ESC [.
+std::string terminal_safe_json(const std::string& dumped) {
+    std::string out;
+    out.reserve(dumped.size());
+    for (std::size_t i = 0; i < dumped.size(); ++i) {
+        const auto c = static_cast<unsigned char>(dumped[i]);
+        if (c == 0x7f) {
+            out += "\\u007f";
+        } else if (c == 0xc2 && i + 1 < dumped.size() && static_cast<unsigned char>(dumped[i + 1]) < 0xa0) {
+            out += fmt::format("\\u{:04x}", static_cast<unsigned char>(dumped[i + 1]));
+            ++i;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 std::string render(const std::string& body, OutputFormat format) {
@@ -180,7 +200,7 @@ std::string render(const std::string& body, OutputFormat format) {
         return text.empty() || text.back() == '\n' ? text : text + '\n';
     }
     if (format == OutputFormat::table) return table(response);
-    return response.dump(2, ' ', false, Json::error_handler_t::replace) + '\n';
+    return terminal_safe_json(response.dump(2, ' ', false, Json::error_handler_t::replace)) + '\n';
 }
 
 }  // namespace devcertctl

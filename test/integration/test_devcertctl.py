@@ -277,6 +277,20 @@ def test_the_table_output_shows_control_characters_from_certificates_as_visible_
         assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in out), repr(out)
 
 
+def test_the_json_output_escapes_del_and_c1_controls_and_keeps_the_values(fake_socket):
+    # Raw DEL and C1 are legal in a JSON string, but U+009B is CSI to a
+    # terminal: the JSON output escapes them, and still parses to the same value.
+    name = "dev\x1b[2J\x7f\u009b31m\u0085 \u00e9\u00a0"
+    fake_socket.reply = (200, json.dumps({"RequestId": "R", "Data": {"DeviceName": name}}, ensure_ascii=False))
+    result = ctl("--socket", fake_socket.path, "--output", "json", "GetDeviceCertificate", "--MqttInstanceId",
+                 "local", "--CaSn", "0c01", "--DeviceSn", "0a")
+    assert result.returncode == 0
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in result.stdout), repr(result.stdout)
+    assert "\\u009b31m" in result.stdout and "\\u007f" in result.stdout and "\\u0085" in result.stdout
+    assert "\u00e9\u00a0" in result.stdout  # printable non-ASCII stays as it is
+    assert json.loads(result.stdout)["Data"]["DeviceName"] == name
+
+
 def test_the_table_output_escapes_bytes_that_are_not_utf8(fake_socket):
     # Not JSON (the parser refuses the bytes), so shown as received: escaped.
     fake_socket.reply_bytes = b'{"RequestId":"R","Data":{"DeviceName":"a\xff\x9b\xc3b\x1b"}}'
