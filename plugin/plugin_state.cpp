@@ -222,6 +222,10 @@ Result<std::unique_ptr<PluginState>> start_plugin(PluginConfig config) {
     }
     state->store = std::move(*opened);
     Store& store = *state->store;
+    if (!store.discarded().empty()) {
+        log(LogLevel::warning, "fleet: the replica in '{}' was discarded ({}); it is rebuilt from the fleet",
+            store.path(), store.discarded());
+    }
 
     // Recorded so that devcertctl --db, working on the store without the
     // broker, answers for the same instance and applies the same CA limit.

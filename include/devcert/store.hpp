@@ -142,12 +142,25 @@ struct StoreOptions {
     std::optional<std::uint64_t> change_log_retention;
     bool create = true;                ///< create the directory if missing
     unsigned max_readers = 256;
-    /// A fleet member's replica: PostgreSQL keeps the durable copy, so a
-    /// commit skips LMDB's second flush, of the metadata page
-    /// (MDB_NOMETASYNC). The store stays consistent; a system crash may undo
-    /// its last commit, which the member fetches again from the fleet's log.
+    /// A fleet member's replica: PostgreSQL keeps the durable copy, so
+    /// commits are not flushed to disk (MDB_NOSYNC). They reach the file
+    /// through the kernel's page cache, which outlives the process (kill -9
+    /// included) but not the system. While unflushed commits may exist the
+    /// directory holds a marker naming the running boot (kUnflushedMarker,
+    /// the kernel's boot id); closing the store flushes and removes it. An
+    /// open under another boot that finds the marker discards the file,
+    /// which may be missing pages, and starts empty: the member rebuilds it
+    /// from the fleet (Store::discarded() says why). Where no boot id can be
+    /// read, commits skip only LMDB's second flush, of the metadata page
+    /// (MDB_NOMETASYNC), as a system crash can then only undo the last one.
     bool replica = false;
+    /// Where the running boot's id is read (replica only; a test seam).
+    std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
 };
+
+/// The file in a replica's directory that holds the id of the boot under
+/// which commits not yet flushed to disk may exist (StoreOptions::replica).
+inline constexpr const char* kUnflushedMarker = "unflushed-since-boot";
 
 /// Result of the hot-path lookups: no allocation, no record decoding.
 enum class Lookup : std::uint8_t { found, not_found, error };
@@ -307,6 +320,11 @@ public:
 
     /// Current map size in bytes (grows on demand).
     std::uint64_t map_size() const noexcept;
+
+    /// Why open discarded the replica's file and started empty (commits left
+    /// unflushed by another boot, see StoreOptions::replica); empty if it
+    /// did not.
+    const std::string& discarded() const noexcept;
 
     /// Id of the newest committed write transaction, by any process. Reads
     /// LMDB's meta page without a transaction (tens of nanoseconds), so a

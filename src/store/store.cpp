@@ -9,7 +9,12 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <system_error>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -187,7 +192,8 @@ Outcome StoreState::run_write(const std::function<Outcome(MDB_txn*, TxnState&)>&
 }
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Store::~Store() = default;
+
+const std::string& Store::discarded() const noexcept { return impl_->discarded; }
 
 const std::string& Store::path() const noexcept { return impl_->options.path; }
 
@@ -329,7 +335,97 @@ Outcome initialise(StoreState& impl) {
     return Ok{};
 }
 
+// --- a replica's unflushed commits (StoreOptions::replica) ----------------
+
+/// The first line of a boot id file or a marker, if it reads as one.
+std::optional<std::string> read_boot_id(const std::string& file) {
+    std::ifstream in(file);
+    std::string id;
+    if (!in || !std::getline(in, id)) return std::nullopt;
+    while (!id.empty() && (id.back() == '\r' || id.back() == ' ')) id.pop_back();
+    constexpr std::size_t kMaxBootId = 64;
+    if (id.empty() || id.size() > kMaxBootId) return std::nullopt;
+    return id;
+}
+
+bool sync_directory(const std::filesystem::path& dir) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool ok = ::fsync(fd) == 0;
+    ::close(fd);
+    return ok;
+}
+
+/// Writes the marker whole or not at all (a temporary file, flushed, then
+/// renamed), and flushes the directory: it is on disk before any commit
+/// that skips the flush.
+Outcome write_unflushed_marker(const std::filesystem::path& dir, const std::string& boot) {
+    const std::filesystem::path marker = dir / kUnflushedMarker;
+    const std::filesystem::path temp = dir / (std::string(kUnflushedMarker) + ".new");
+    auto failed = [&](const char* step) {
+        const int err = errno;
+        ::unlink(temp.c_str());
+        return open_error(dir.string(), fmt::format("{} {}: {}", step, marker.string(), std::strerror(err)));
+    };
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return failed("cannot create");
+    const std::string text = boot + "\n";
+    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written) return failed("cannot write");
+    if (::rename(temp.c_str(), marker.c_str()) != 0) return failed("cannot rename into");
+    if (!sync_directory(dir)) return failed("cannot flush the directory of");
+    return Ok{};
+}
+
+/// For a replica: decides whether commits may skip the flush, and discards
+/// a file that another boot left with unflushed commits. Returns LMDB's
+/// sync flag to open with.
+Result<unsigned> prepare_replica(StoreState& impl) {
+    const std::optional<std::string> boot = read_boot_id(impl.options.boot_id_file);
+    const std::filesystem::path dir = impl.options.path;
+    const std::filesystem::path marker = dir / kUnflushedMarker;
+    std::error_code ec;
+    const bool marked = std::filesystem::exists(marker, ec);
+    if (ec) return open_error(impl.options.path, fmt::format("cannot read {}: {}", marker.string(), ec.message()));
+    const std::optional<std::string> seen = marked ? read_boot_id(marker.string()) : std::nullopt;
+    if (marked && (!boot || seen != boot)) {
+        // The system went down with commits in its page cache (or this one
+        // cannot tell): the file may hold a metadata page that points at
+        // pages never written.
+        impl.discarded = fmt::format("commits made under boot {} were not flushed to disk, and this is {}",
+                                     seen.value_or("(unreadable marker)"),
+                                     boot ? "boot " + *boot : "a system whose boot cannot be read");
+        for (const char* name : {"data.mdb", "lock.mdb"}) {
+            std::filesystem::remove(dir / name, ec);
+            if (ec)
+                return open_error(impl.options.path, fmt::format("cannot discard {} (not flushed by an earlier boot): {}",
+                                                                 (dir / name).string(), ec.message()));
+        }
+        if (!boot) {
+            if (::unlink(marker.c_str()) != 0 || !sync_directory(dir))
+                return open_error(impl.options.path,
+                                  fmt::format("cannot remove {}: {}", marker.string(), std::strerror(errno)));
+        }
+    }
+    if (!boot) return MDB_NOMETASYNC;  // no boot to tell: only the metadata flush is skipped
+    if (seen != boot) {
+        if (auto r = write_unflushed_marker(dir, *boot); !r) return r.error();
+    }
+    impl.unflushed_marker = marker.string();
+    return MDB_NOSYNC;
+}
+
 }  // namespace
+
+Store::~Store() {
+    if (!impl_ || impl_->unflushed_marker.empty()) return;
+    // Everything committed reaches the disk before the marker goes; if the
+    // flush fails, the marker stays and a later boot discards the file.
+    if (mdb_env_sync(impl_->env.get(), 1) != 0) return;
+    if (::unlink(impl_->unflushed_marker.c_str()) == 0)
+        (void)sync_directory(std::filesystem::path(impl_->unflushed_marker).parent_path());
+}
 
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
     const std::string& path = options.path;
@@ -359,9 +455,15 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
         return open_error(path, mdb_strerror(rc));
     // MDB_NOTLS: read transactions are not tied to a thread's slot, so a
     // reset snapshot can be renewed by another thread and many threads can
-    // each hold one. Commits stay fully durable (no MDB_NOSYNC); a replica's
-    // skip only the metadata flush (see StoreOptions::replica).
-    const unsigned flags = MDB_NOTLS | (options.replica ? MDB_NOMETASYNC : 0u);
+    // each hold one. Commits are fully durable, except a replica's (see
+    // StoreOptions::replica).
+    unsigned sync_flag = 0;
+    if (options.replica) {
+        auto prepared = prepare_replica(*impl);
+        if (!prepared) return prepared.error();
+        sync_flag = *prepared;
+    }
+    const unsigned flags = MDB_NOTLS | sync_flag;
     if (const int rc = mdb_env_open(env, path.c_str(), flags, 0600); rc != 0)
         return open_error(path, mdb_strerror(rc));
 

@@ -193,6 +193,10 @@ struct StoreState {
     std::atomic<std::uint64_t> records_walked{0};
     /// Key of the page tokens' MAC, the store's own (meta), read at open.
     std::string page_token_key;
+    /// A replica's unflushed-commits marker, while commits skip the flush
+    /// (empty otherwise); flushed and removed when the store closes.
+    std::string unflushed_marker;
+    std::string discarded;  ///< see Store::discarded()
 
     Error lmdb_error(int rc, std::string_view what) const;
 

@@ -602,6 +602,41 @@ def test_a_broker_killed_while_it_applies_changes_restarts_cleanly_and_applies_e
         assert b.device_status(CA, s) == fleet.device_status(CA, s)
 
 
+def test_a_replica_left_unflushed_by_a_system_that_went_down_is_rebuilt_from_the_fleet(members, fleet, pki):
+    # A replica's commits skip the flush to disk while a marker names the
+    # boot they were made under: a kill -9 loses nothing (the page cache
+    # holds them), a system that went down may have, and its file is
+    # discarded at the next start.
+    a, b = members("a"), members("b")
+    dev = pki.device("f0b0")
+    register(a, dev)
+    all_at_head(fleet, [a, b])
+    marker = Path(b.db) / "unflushed-since-boot"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert marker.read_text().strip() == boot
+    b.stop()
+    assert not marker.exists(), "a clean stop flushes and removes the marker"
+    b.start()
+    assert b.fleet_stats()["Resyncs"] == 0
+    assert b.kill() == -9
+    b.start()  # the same boot: the replica as the killed broker left it
+    assert b.fleet_stats()["Resyncs"] == 0, b.run_log()
+    assert b.kill() == -9
+    a.ok("InactivateDeviceCertificate", CaSn=CA, DeviceSn="f0b0")
+    # What a system that went down with b's commits in its page cache leaves.
+    marker.write_text("00000000-0000-0000-0000-000000000000\n")
+    b.start()
+    log = b.run_log()
+    assert "was discarded (commits made under boot 00000000-0000-0000-0000-000000000000 were not flushed" in log, log
+    stats = b.fleet_stats()
+    assert stats["Resyncs"] == 1, stats
+    assert stats["Position"] == fleet.head()[0], stats
+    assert marker.read_text().strip() == boot
+    assert b.device_status(CA, "f0b0") == "0"
+    assert connack(b, dev, "f0b0-on-b") == NOT_AUTHORIZED, b.run_log()
+    assert_consistent(b)
+
+
 def test_a_broker_behind_the_retained_log_rebuilds_from_a_snapshot(members, fleet, pki):
     options = {"change_log_retention": "1000", "fleet_trim_interval": "1"}
     a, b = members("a", options=options), members("b", options=options)
