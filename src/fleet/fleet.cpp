@@ -183,13 +183,23 @@ struct Fleet::Impl {
             failure = state.failure;
             return r;
         }
-        // NOTIFY is delivered at commit, so the payload names a committed seq.
-        std::vector<FleetChange> peek = view.take_changes();
-        if (!peek.empty())
-            conn.defer("notify the fleet", "SELECT pg_notify($1, $2)", {channel, std::to_string(peek.back().entry.seq)});
-        committed = std::move(peek);
-        // One round trip: the change log's rows and the notification, queued, then COMMIT.
+        // NOTIFY is delivered at commit, so the payload names a committed
+        // seq: the head's, read in the transaction (the head's update is
+        // queued with it, and answered with the commit).
+        if (view.has_changes())
+            conn.defer("notify the fleet",
+                       "SELECT pg_notify($1, (SELECT last_seq FROM devcert.instances WHERE id = $2)::text)",
+                       {channel, std::to_string(instance)});
+        // One round trip: the head's update, the change log's rows and the
+        // notification, queued, then COMMIT.
         auto r = conn.exec("commit", "COMMIT", {}, &failure);
+        committed = view.take_changes();
+        if (!r && failure == pg::Failure::busy && state.optimistic && !state.failed()) {
+            // The head row, waited for briefly (see begin_write).
+            state.failure = failure;
+            state.first_error = r.error();
+            state.failed_optimistic = true;
+        }
         if (!r) {
             // The server may have committed before the connection broke: this
             // is not "unavailable, nothing changed". Unless the server ended
@@ -201,6 +211,11 @@ struct Fleet::Impl {
                                               "is unknown (the change may have been applied): {}",
                                               r.error().message));
             return r.error();
+        }
+        for (const FleetChange& change : committed) {
+            if (change.entry.seq == 0)
+                return make_error(Errc::store_error,
+                                  "fleet database: committed, but the instance's head row gave no sequence numbers");
         }
         return Ok{};
     }

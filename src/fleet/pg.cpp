@@ -320,7 +320,12 @@ Error nul_error(std::string_view what) {
 }  // namespace
 
 void Conn::defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params) {
-    deferred_.push_back(Statement{std::string(what), std::move(sql), std::move(params)});
+    deferred_.push_back(Statement{std::string(what), std::move(sql), std::move(params), {}});
+}
+
+void Conn::defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params,
+                 std::function<void(Rows)> on_rows) {
+    deferred_.push_back(Statement{std::string(what), std::move(sql), std::move(params), std::move(on_rows)});
 }
 
 Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vector<Param>& params, Failure* failure) {
@@ -328,7 +333,7 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
     deferred_failed_ = false;
     last_sqlstate_.clear();
     if (!deferred_.empty()) {
-        Statement last{std::string(what), sql, {}};
+        Statement last{std::string(what), sql, {}, {}};
         last.params.reserve(params.size());
         for (const auto& p : params) last.params.push_back(p ? std::optional<std::string>(*p) : std::nullopt);
         return exec_pipelined(std::move(last), failure);
@@ -428,6 +433,8 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
                 kept_of = i;
             } else if (ok && i + 1 == list.size() && !kept) {
                 kept = std::move(*next);
+            } else if (ok && list[i].on_rows) {
+                list[i].on_rows(Rows(std::move(*next)));
             }
         }
     }

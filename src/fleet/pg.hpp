@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -123,6 +124,11 @@ public:
     /// is that exec()'s, named by its own `what`, and the statements after
     /// it do not run. Only exec() sends what is queued.
     void defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params = {});
+    /// Like defer(), for a statement whose rows are wanted: `on_rows` gets
+    /// them when the next exec() runs, if the statement succeeded (even if
+    /// a later one fails: the caller knows its transaction's fate).
+    void defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params,
+               std::function<void(Rows)> on_rows);
     /// Forgets the queued statements (their transaction is being rolled back).
     void discard_deferred() noexcept { deferred_.clear(); }
     /// Whether the last exec() failed in a statement queued by defer().
@@ -162,6 +168,7 @@ private:
         std::string what;
         std::string sql;
         std::vector<std::optional<std::string>> params;
+        std::function<void(Rows)> on_rows;
     };
     /// The queued statements and then `last`, in one pipeline and one round trip.
     Result<Rows> exec_pipelined(Statement last, Failure* failure);

@@ -348,15 +348,18 @@ Outcome FleetWriteView::flush() {
     const std::uint64_t n = pending_.size();
     // The head row's lock, taken here, is held until commit: no other
     // transaction of the instance can take a seq until this one is visible.
-    auto head = exec("take change sequence numbers",
-                     "UPDATE devcert.instances SET last_seq = last_seq + $2, ca_count = ca_count + $3, "
-                     "device_count = device_count + $4 WHERE id = $1 RETURNING last_seq",
-                     {instance_, num(n), num(ca_delta_), num(device_delta_)});
-    if (!head) return head.error();
-    if (head->size() != 1)
-        return make_error(Errc::store_error, "fleet database: the instance's head row is missing");
-    std::uint64_t seq = head->u64(0, 0) - n + 1;
-    for (auto& change : pending_) change.entry.seq = seq++;
+    // Sent with the change log's rows and, usually, the commit: the lock is
+    // held for one round trip. The entries learn their seqs when its answer
+    // comes; the rows take theirs from the head row, in the transaction.
+    const std::size_t first = numbered_.size();
+    conn_.defer("take change sequence numbers",
+                "UPDATE devcert.instances SET last_seq = last_seq + $2, ca_count = ca_count + $3, "
+                "device_count = device_count + $4 WHERE id = $1 RETURNING last_seq",
+                {instance_, num(n), num(ca_delta_), num(device_delta_)}, [this, first, n](pg::Rows head) {
+                    if (head.size() != 1 || first + n > numbered_.size()) return;
+                    std::uint64_t seq = head.u64(0, 0) - n + 1;
+                    for (std::size_t i = first; i < first + n; ++i) numbered_[i].entry.seq = seq++;
+                });
 
     for (std::size_t at = 0; at < pending_.size(); at += kChangeRowsPerInsert) {
         const std::size_t end = std::min(pending_.size(), at + kChangeRowsPerInsert);
@@ -369,9 +372,12 @@ Outcome FleetWriteView::flush() {
         for (std::size_t i = at; i < end; ++i) {
             const ChangeEntry& e = pending_[i].entry;
             const std::size_t p = params.size() + 1;
-            sql += fmt::format("{}($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}::jsonb)", i == at ? "" : ", ", p,
-                               p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8);
-            params.emplace_back(num(e.seq));
+            // Entry i's seq is the head's, less the entries after it in this flush.
+            sql += fmt::format(
+                "{}($1, (SELECT last_seq FROM devcert.instances WHERE id = $1) - ${}, ${}, ${}, ${}, ${}, ${}, ${}, "
+                "${}, ${}::jsonb)",
+                i == at ? "" : ", ", p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8);
+            params.emplace_back(num(n - 1 - i));
             params.emplace_back(num(e.time_ms));
             params.emplace_back(e.action);
             params.emplace_back(e.ca_sn);

@@ -92,11 +92,15 @@ public:
     Mark mark() const { return {pending_.size(), numbered_.size(), ca_delta_, device_delta_, ca_device_delta_}; }
     /// After ROLLBACK TO SAVEPOINT taken at `m`.
     void rollback_to(const Mark& m);
-    /// Takes the next seqs from the head row; the pending entries are
-    /// queued (pg::Conn::defer) to be written with the commit.
+    /// Queues (pg::Conn::defer) the head row's update, which takes the next
+    /// seqs, and the pending entries' rows, which read theirs from the head
+    /// row in the transaction: both go with the next exec() (the commit, or
+    /// a read of the log), whose answer numbers the entries.
     Outcome flush();
     /// Every entry numbered in this transaction, in seq order.
     std::vector<FleetChange> take_changes() { return std::move(numbered_); }
+    /// Whether flush() numbered any change (its seqs come with the next exec()).
+    bool has_changes() const noexcept { return !numbered_.empty(); }
 
 private:
     Result<pg::Rows> exec(std::string_view what, const char* sql, const std::vector<pg::Param>& params);

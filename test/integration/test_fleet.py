@@ -741,29 +741,42 @@ def frozen_session(fleet, state):
 
 def test_a_broker_stopped_inside_a_transaction_holds_up_the_fleets_writes_for_its_timeout_at_most(
         members, fleet, pki):
-    # Broker b's write transaction, once it holds the instance's head row,
-    # sleeps in a trigger; b is stopped meanwhile, so its session sits idle in
-    # the transaction with the row locked, as a broker paused, swapped out or
-    # cut off would leave it. Every other member's write needs that row.
+    # Broker b holds the instance's head row and waits for its answer to a
+    # read; b is stopped meanwhile, so its session sits idle in the
+    # transaction with the row locked, as a broker paused, swapped out or cut
+    # off would leave it. Every other member's write needs that row. A write
+    # holds the head row across a wait for its broker only when it runs
+    # pessimistic (the head row first), which it does after its optimistic
+    # attempt waited too long for a record: here another session holds
+    # b's device for 1.5 s.
     a = members("a", options={"fleet_timeout": "2"})
     b = members("b", options={"fleet_timeout": "2", "fleet": f"{fleet.conninfo} application_name={FROZEN_APP}"})
     first, second = pki.device("f0a1"), pki.device("f0a2")
     register(a, first)
     register(a, second)
     all_at_head(fleet, [a, b])
-    fleet.sql(f"""CREATE FUNCTION devcert.stall() RETURNS trigger LANGUAGE plpgsql AS $$
-                  BEGIN
-                      IF current_setting('application_name') = '{FROZEN_APP}' THEN PERFORM pg_sleep(1.5); END IF;
-                      RETURN NEW;
-                  END $$;
-                  CREATE TRIGGER stall BEFORE UPDATE ON devcert.devices FOR EACH ROW EXECUTE FUNCTION devcert.stall()""")
+    holder = subprocess.Popen(["/usr/bin/psql", "-X", "-q", "-d", fleet.conninfo, "-c",
+                               "BEGIN; SELECT 1 FROM devcert.devices WHERE device_sn = '" + first.serial +
+                               "' FOR UPDATE; SELECT pg_sleep(1.5); COMMIT;"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     answer = {}
     caller = threading.Thread(target=lambda: answer.update(
         b=b.admin("InactivateDeviceCertificate", CaSn=CA, DeviceSn=first.serial)))
-    caller.start()
     try:
-        assert wait_until(lambda: frozen_session(fleet, "active").endswith("|PgSleep"), 10.0), \
-            "b's write never reached the trigger"
+        assert wait_until(lambda: fleet.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                                            "'%pg_sleep(1.5)%' AND wait_event = 'PgSleep'") == "1", 10.0), \
+            "the record's holder never started"
+        caller.start()
+        assert wait_until(lambda: fleet.sql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{FROZEN_APP}' "
+            "AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'") == "1", 10.0), \
+            "b's write never waited for the record"
+        # Holding the head row (pessimistic) while it waits, unless this is
+        # still the optimistic attempt: that one gives up within 50 ms.
+        assert wait_until(lambda: fleet.sql(
+            f"SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) "
+            f"WHERE s.application_name = '{FROZEN_APP}' AND l.relation = 'devcert.instances'::regclass "
+            "AND l.mode = 'RowShareLock' AND l.granted") == "1", 10.0), "b's write holds no head row"
         os.kill(b.proc.pid, signal.SIGSTOP)
         assert wait_until(lambda: frozen_session(fleet, "idle in transaction"), 5.0), \
             "b's session is not idle in its transaction"
@@ -772,7 +785,10 @@ def test_a_broker_stopped_inside_a_transaction_holds_up_the_fleets_writes_for_it
         waited = time.monotonic() - started
     finally:
         os.kill(b.proc.pid, signal.SIGCONT)
-        caller.join(30)
+        if caller.is_alive() or caller.ident:
+            caller.join(30)
+        _, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err
     # The server ended b's session 2 s into its idle transaction, which
     # released the row: a's write waited for that, not for b.
     assert status == 200, (status, body)
@@ -783,7 +799,6 @@ def test_a_broker_stopped_inside_a_transaction_holds_up_the_fleets_writes_for_it
     assert fleet.device_status(CA, first.serial) == "1"
     assert fleet.device_status(CA, second.serial) == "0"
     # b reconnects by itself and applies what a wrote.
-    fleet.sql("DROP TRIGGER stall ON devcert.devices")
     all_at_head(fleet, [a, b], 10.0)
     assert b.device_status(CA, second.serial) == "0"
     b.ok("InactivateDeviceCertificate", CaSn=CA, DeviceSn=first.serial)

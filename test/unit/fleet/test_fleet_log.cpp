@@ -317,24 +317,38 @@ TEST_CASE("a failed job in a batch takes no seq; the batch's changes are numbere
              CHECK(v.changes_after(0, 10)->size() == 3);
              return make_error(Errc::invalid_argument, "refused");
          },
-         [](WriteView& v) { return v.insert_device(make_device("0a", "03"), "A", "t"); }},
+         [](WriteView& v) { return v.insert_device(make_device("0a", "03"), "A", "t"); },
+         [](WriteView& v) -> Outcome {
+             // A read of the log in a job that commits: numbered twice in one transaction.
+             if (auto r = v.insert_device(make_device("0a", "04"), "A", "t"); !r) return r;
+             const auto log = *v.changes_after(1, 10);
+             CHECK(log.size() == 3);
+             return Ok{};
+         },
+         [](WriteView& v) { return v.insert_device(make_device("0a", "05"), "A", "t"); }},
         results);
     REQUIRE(changes.ok());
-    REQUIRE(results.size() == 3);
+    REQUIRE(results.size() == 5);
     CHECK(results[0].ok());
     CHECK_FALSE(results[1].ok());
     CHECK(results[2].ok());
-    REQUIRE(changes->size() == 2);
-    CHECK(changes->at(0).entry.seq == 2);
-    CHECK(changes->at(0).entry.device_sn == "01");
-    CHECK(changes->at(1).entry.seq == 3);
-    CHECK(changes->at(1).entry.device_sn == "03");
+    CHECK(results[3].ok());
+    CHECK(results[4].ok());
+    REQUIRE(changes->size() == 4);
+    const std::vector<std::string> serials{"01", "03", "04", "05"};
     auto log = fleet->changes_after(0, 10);
-    REQUIRE(log->changes.size() == 3);
-    CHECK(log->changes[2].entry.device_sn == "03");
+    REQUIRE(log->changes.size() == 5);
+    CHECK(log->head.last_seq == 5);
+    for (std::size_t i = 0; i < 4; ++i) {
+        // What the write answered is what the log holds, seq for seq.
+        CHECK(changes->at(i).entry.seq == i + 2);
+        CHECK(changes->at(i).entry.device_sn == serials[i]);
+        CHECK(log->changes[i + 1].entry.seq == i + 2);
+        CHECK(log->changes[i + 1].entry.device_sn == serials[i]);
+    }
     CHECK(fleet->read([](ReadView& v) -> Outcome {
-        CHECK(*v.device_count() == 2);
-        CHECK((*v.get_ca("0a"))->device_count == 2);
+        CHECK(*v.device_count() == 4);
+        CHECK((*v.get_ca("0a"))->device_count == 4);
         return Ok{};
     }).ok());
 }

@@ -358,6 +358,24 @@ TEST_CASE("deferred statements run in order in the next statement's round trip",
         CHECK_FALSE(conn->deferred_failed());
         CHECK_THAT(r.error().message, Catch::StartsWith("fleet database: divide by zero failed: "));
     }
+    SECTION("a deferred statement's rows reach its callback, even when a later statement fails") {
+        REQUIRE(conn->exec("begin", "BEGIN").ok());
+        std::vector<std::string> got;
+        conn->defer("add a row", "INSERT INTO seen VALUES (6, 'six') RETURNING n, note", {},
+                    [&](pg::Rows answer) { got.push_back(fmt::format("{}:{}", answer.i64(0, 0), answer.text(0, 1))); });
+        conn->defer("count", "SELECT count(*) FROM seen", {},
+                    [&](pg::Rows answer) { got.push_back(fmt::format("count {}", answer.i64(0, 0))); });
+        auto r = conn->exec("divide by zero", "SELECT 1 / 0");
+        REQUIRE_FALSE(r.ok());
+        CHECK(got == std::vector<std::string>{"6:six", "count 3"});
+        REQUIRE(conn->exec("roll back", "ROLLBACK").ok());
+
+        got.clear();
+        conn->defer("divide by zero", "SELECT 1 / 0");
+        conn->defer("count", "SELECT count(*) FROM seen", {}, [&](pg::Rows) { got.push_back("ran"); });
+        CHECK_FALSE(conn->exec("count", "SELECT 1").ok());
+        CHECK(got.empty());  // after a failure nothing runs, nothing is called
+    }
     SECTION("discarded statements never run") {
         conn->defer("add a row", "INSERT INTO seen VALUES (4, 'four')");
         conn->discard_deferred();
