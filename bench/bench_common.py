@@ -30,6 +30,21 @@ def cpus_available():
         return os.cpu_count() or 1
 
 
+def cpu_ticks():
+    """The machine's CPU time so far from /proc/stat, in ticks: (steal, total)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_pct(before, after):
+    """Share of the machine's CPU time between two cpu_ticks() samples that
+    the hypervisor gave to other guests (steal): on a shared host, runs with
+    much of it are slower for reasons of no version's making."""
+    total = after[1] - before[1]
+    return round(100.0 * (after[0] - before[0]) / total, 1) if total > 0 else 0.0
+
+
 def listener_lines(log_file, plain_port, tls_port, pki, cafile=None):
     """mosquitto.conf lines: a plain listener (to probe readiness) and the
     TLS device listener with client certificates required, logging errors

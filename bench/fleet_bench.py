@@ -18,7 +18,10 @@ Scenarios:
   writes     three brokers, 8 caller processes spread over their admin
              sockets, each inactivating distinct active devices in a closed
              loop (every call a durable change acknowledged after
-             PostgreSQL's commit); then one caller paced at 100/s.
+             PostgreSQL's commit); then one caller paced at 100/s. Each
+             run also gives the share of the machine's CPU time the
+             hypervisor gave to other guests during the closed loop (steal):
+             compare versions on runs with little of it.
   bootstrap  a broker with an empty replica joins a fleet of 1,000,000
              devices with PEMs, then one of 10,000,000 without: time from
              launch until it serves from the complete replica. Then a running
@@ -50,7 +53,7 @@ import time
 from pathlib import Path
 
 from admin_bench import AdminClient, MqttDevice, active_serials, expect_ok, inactivation_run, percentile, timed_kick
-from bench_common import Tools, fill_store, log
+from bench_common import Tools, cpu_ticks, fill_store, log, steal_pct
 from fleet_common import BENCH_DIR, FleetDb, Member, start_pg, stop_all
 
 KICK_DEVICE = "dev-0001"
@@ -263,7 +266,9 @@ def writes_run(ctx, run, serials):
         head0 = ctx.fleet.head()
         per = ctx.args.write_calls
         sockets = [m.admin_socket for m in members]
+        ticks = cpu_ticks()
         closed = inactivation_run(sockets, 8, per, serials[:8 * per], 0, False)
+        closed["steal_pct"] = steal_pct(ticks, cpu_ticks())
         paced_n = int(100 * ctx.args.paced_seconds)
         paced = inactivation_run(sockets[:1], 1, paced_n, serials[8 * per:8 * per + paced_n], 100, False)
         committed = ctx.fleet.head() - head0
@@ -618,7 +623,8 @@ def run_scenario(ctx, scenario, report, needed):
             r = writes_run(ctx, run, serials[(run - 1) * per_run:run * per_run])
             c, p = r["closed_loop_8"], r["paced_100"]
             ctx.report("writes", run, r, f"8 callers {c['per_s']}/s (p50 {c['p50_ms']} ms, p99 {c['p99_ms']} "
-                       f"ms); 1 caller at 100/s: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms")
+                       f"ms, CPU stolen {c['steal_pct']} %); 1 caller at 100/s: p50 {p['p50_ms']} ms, "
+                       f"p99 {p['p99_ms']} ms")
             runs.append(r)
         report["writes"] = runs
     elif scenario == "bootstrap":

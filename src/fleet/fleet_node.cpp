@@ -224,14 +224,8 @@ struct FleetNode::Impl {
             case FollowAction::apply:
             case FollowAction::refetch: {
                 if (plan.count > 0) {
-                    std::vector<FleetChange> run(batch->changes.begin() + static_cast<std::ptrdiff_t>(plan.first),
-                                                 batch->changes.begin() +
-                                                     static_cast<std::ptrdiff_t>(plan.first + plan.count));
-                    auto applied = replica_apply(replica, position->epoch, run);
+                    auto applied = apply_planned(position->epoch, *batch, plan);
                     if (!applied) return applied.error();
-                    note_applied(plan.new_seq);
-                    refresh_queue_length();  // applied registrations leave the queue
-                    if (on_applied) on_applied();
                 }
                 const std::size_t next = plan.first + plan.count;
                 lag_ms.store(next < batch->changes.size()
@@ -434,13 +428,20 @@ struct FleetNode::Impl {
         if (!batch) return;
         const FollowPlan plan = plan_follow(*position, *batch);
         if (plan.action != FollowAction::apply || plan.count == 0) return;
-        std::vector<FleetChange> run(batch->changes.begin() + static_cast<std::ptrdiff_t>(plan.first),
-                                     batch->changes.begin() + static_cast<std::ptrdiff_t>(plan.first + plan.count));
-        auto applied = replica_apply(replica, position->epoch, run);
-        if (!applied || *applied == 0) return;
-        if (auto now = replica_position(replica); now) note_applied(now->seq);
-        refresh_queue_length();
+        (void)apply_planned(position->epoch, *batch, plan);  // a failure is left to the follower
+    }
+
+    /// Applies the run of `batch` that `plan` chose (plan.count > 0) to the
+    /// replica at `at_epoch`, then tells whoever waits for the position.
+    Outcome apply_planned(const std::string& at_epoch, const FleetChangeBatch& batch, const FollowPlan& plan) {
+        const auto from = batch.changes.begin() + static_cast<std::ptrdiff_t>(plan.first);
+        const std::vector<FleetChange> run(from, from + static_cast<std::ptrdiff_t>(plan.count));
+        auto applied = replica_apply(replica, at_epoch, run);
+        if (!applied) return applied.error();
+        note_applied(plan.new_seq);
+        refresh_queue_length();  // applied registrations leave the queue
         if (on_applied) on_applied();
+        return Ok{};
     }
 
     /// Applies what this broker committed to its replica before answering,
