@@ -114,7 +114,17 @@ TEST_CASE("followers polling seq > S see every committed change exactly once, in
         });
     }
 
+    // At least `duration`, and until enough changes committed to make the
+    // check worth something: on a loaded machine (ctest -j, sanitizers)
+    // twelve writers serialising on one row commit slowly.
+    const auto started = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(duration);
+    auto committed_so_far = [&] {
+        std::lock_guard lock(committed_mutex);
+        return committed.size();
+    };
+    while (committed_so_far() <= 300 && std::chrono::steady_clock::now() - started < std::chrono::seconds(60))
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     stop_writers = true;
     for (auto& t : writers) t.join();
     stop_followers = true;
