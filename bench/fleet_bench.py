@@ -20,7 +20,7 @@ Scenarios:
              loop (every call a durable change acknowledged after
              PostgreSQL's commit); then one caller paced at 100/s. Each
              run also gives the share of the machine's CPU time the
-             hypervisor gave to other guests during the closed loop (steal):
+             hypervisor gave to other guests during each part (steal):
              compare versions on runs with little of it.
   bootstrap  a broker with an empty replica joins a fleet of 1,000,000
              devices with PEMs, then one of 10,000,000 without: time from
@@ -270,7 +270,9 @@ def writes_run(ctx, run, serials):
         closed = inactivation_run(sockets, 8, per, serials[:8 * per], 0, False)
         closed["steal_pct"] = steal_pct(ticks, cpu_ticks())
         paced_n = int(100 * ctx.args.paced_seconds)
+        ticks = cpu_ticks()
         paced = inactivation_run(sockets[:1], 1, paced_n, serials[8 * per:8 * per + paced_n], 100, False)
+        paced["steal_pct"] = steal_pct(ticks, cpu_ticks())
         committed = ctx.fleet.head() - head0
     finally:
         stop_all(members)
@@ -624,7 +626,7 @@ def run_scenario(ctx, scenario, report, needed):
             c, p = r["closed_loop_8"], r["paced_100"]
             ctx.report("writes", run, r, f"8 callers {c['per_s']}/s (p50 {c['p50_ms']} ms, p99 {c['p99_ms']} "
                        f"ms, CPU stolen {c['steal_pct']} %); 1 caller at 100/s: p50 {p['p50_ms']} ms, "
-                       f"p99 {p['p99_ms']} ms")
+                       f"p99 {p['p99_ms']} ms (CPU stolen {p['steal_pct']} %)")
             runs.append(r)
         report["writes"] = runs
     elif scenario == "bootstrap":
