@@ -179,10 +179,7 @@ struct Fleet::Impl {
     /// Flushes, notifies and commits. `failure` tells a retryable failure.
     Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure) {
         failure = pg::Failure::none;
-        if (auto r = view.flush(); !r) {
-            failure = state.failure;
-            return r;
-        }
+        view.flush();
         // NOTIFY is delivered at commit, so the payload names a committed
         // seq: the head's, read in the transaction (the head's update is
         // queued with it, and answered with the commit).
@@ -194,13 +191,10 @@ struct Fleet::Impl {
         // notification, queued, then COMMIT.
         auto r = conn.exec("commit", "COMMIT", {}, &failure);
         committed = view.take_changes();
-        if (!r && failure == pg::Failure::busy && state.optimistic && !state.failed()) {
-            // The head row, waited for briefly (see begin_write).
-            state.failure = failure;
-            state.first_error = r.error();
-            state.failed_optimistic = true;
-        }
         if (!r) {
+            // A busy head row (waited for briefly, see begin_write) is
+            // retryable like a busy record.
+            state.note(failure, r.error(), conn.deferred_failed());
             // The server may have committed before the connection broke: this
             // is not "unavailable, nothing changed". Unless the server ended
             // the session for sitting idle in the transaction (25P03): it was
@@ -285,7 +279,7 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
         pg::Failure failure = pg::Failure::none;
         if (auto r = d.commit(view, state, failure); !r) {
             if (failure != pg::Failure::connection) d.rollback();
-            if (failure == pg::Failure::retry || state.retryable()) {
+            if (state.retryable()) {
                 last = r.error();
                 continue;
             }

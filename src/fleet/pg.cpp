@@ -319,10 +319,6 @@ Error nul_error(std::string_view what) {
 }
 }  // namespace
 
-void Conn::defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params) {
-    deferred_.push_back(Statement{std::string(what), std::move(sql), std::move(params), {}});
-}
-
 void Conn::defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params,
                  std::function<void(Rows)> on_rows) {
     deferred_.push_back(Statement{std::string(what), std::move(sql), std::move(params), std::move(on_rows)});

@@ -116,19 +116,17 @@ public:
                       Failure* failure = nullptr);
     Result<Rows> exec(std::string_view what, const char* sql, const std::vector<Param>& params,
                       Failure* failure = nullptr);
-    /// Queues a statement whose only answer of interest is that it succeeded
-    /// (a savepoint, a lock, rows appended, a notification): it is sent
-    /// ahead of the next exec() and answered in the same round trip (libpq's
-    /// pipeline mode). The statements still run in order, one after the
+    /// Queues a statement (a savepoint, a lock, rows appended, a
+    /// notification): it is sent ahead of the next exec() and answered in
+    /// the same round trip (libpq's pipeline mode). The statements still run in order, one after the
     /// other; only the waits between them go. A queued statement's failure
     /// is that exec()'s, named by its own `what`, and the statements after
     /// it do not run. Only exec() sends what is queued.
-    void defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params = {});
-    /// Like defer(), for a statement whose rows are wanted: `on_rows` gets
-    /// them when the next exec() runs, if the statement succeeded (even if
-    /// a later one fails: the caller knows its transaction's fate).
-    void defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params,
-               std::function<void(Rows)> on_rows);
+    /// A statement whose rows are wanted gives `on_rows`: it gets them when
+    /// the next exec() runs, if the statement succeeded (even if a later one
+    /// fails: the caller knows its transaction's fate).
+    void defer(std::string_view what, std::string sql, std::vector<std::optional<std::string>> params = {},
+               std::function<void(Rows)> on_rows = {});
     /// Forgets the queued statements (their transaction is being rolled back).
     void discard_deferred() noexcept { deferred_.clear(); }
     /// Whether the last exec() failed in a statement queued by defer().

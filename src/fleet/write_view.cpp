@@ -275,12 +275,7 @@ Result<pg::Rows> FleetWriteView::exec(std::string_view what, const char* sql, co
     locked_device_.reset();
     pg::Failure failure = pg::Failure::none;
     auto rows = conn_.exec(what, sql, params, &failure);
-    if (!rows && !state_.failed()) {
-        state_.failure = failure;
-        state_.first_error = rows.error();
-        state_.queued_failed = conn_.deferred_failed();
-        state_.failed_optimistic = state_.optimistic;
-    }
+    if (!rows) state_.note(failure, rows.error(), conn_.deferred_failed());
     return rows;
 }
 
@@ -328,7 +323,7 @@ void FleetWriteView::adjust(CaRecord& rec) const {
     }
 }
 
-Outcome FleetWriteView::flush() {
+void FleetWriteView::flush() {
     if (state_.optimistic) {
         // The head row may be held by a pessimistic write that waits for one
         // of this write's records: a longer wait, still bounded, for the
@@ -344,7 +339,7 @@ Outcome FleetWriteView::flush() {
                     {instance_, sn, num(delta)});
     }
     ca_device_delta_.clear();
-    if (pending_.empty()) return Ok{};
+    if (pending_.empty()) return;
     const std::uint64_t n = pending_.size();
     // The head row's lock, taken here, is held until commit: no other
     // transaction of the instance can take a seq until this one is visible.
@@ -400,7 +395,6 @@ Outcome FleetWriteView::flush() {
     pending_.clear();
     ca_delta_ = 0;
     device_delta_ = 0;
-    return Ok{};
 }
 
 Result<std::pair<std::uint64_t, std::uint64_t>> FleetWriteView::stored_counts() {
@@ -560,7 +554,7 @@ Result<std::vector<ChangeEntry>> FleetWriteView::changes_after(std::uint64_t sin
     std::vector<ChangeEntry> out;
     if (limit == 0 || since >= static_cast<std::uint64_t>(INT64_MAX)) return out;
     // This transaction's own entries are part of the log it reads.
-    if (auto r = flush(); !r) return r.error();
+    flush();
     const std::uint64_t capped = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX));
     static const std::string sql = fmt::format(
         "SELECT {} FROM devcert.changes WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT $3", kChangeColumns);

@@ -35,6 +35,15 @@ struct TxnState {
     /// The first error came while optimistic.
     bool failed_optimistic = false;
     bool failed() const noexcept { return failure != pg::Failure::none; }
+    /// Records a statement's failure, unless an earlier one is recorded.
+    /// `queued`: it was a statement queued ahead (pg::Conn::deferred_failed()).
+    void note(pg::Failure kind, const Error& error, bool queued) {
+        if (failed()) return;
+        failure = kind;
+        first_error = error;
+        queued_failed = queued;
+        failed_optimistic = optimistic;
+    }
     /// The transaction is worth running again (pessimistic from then on): a
     /// deadlock or serialisation failure, or a lock an optimistic
     /// transaction did not get in its brief wait.
@@ -96,7 +105,7 @@ public:
     /// seqs, and the pending entries' rows, which read theirs from the head
     /// row in the transaction: both go with the next exec() (the commit, or
     /// a read of the log), whose answer numbers the entries.
-    Outcome flush();
+    void flush();
     /// Every entry numbered in this transaction, in seq order.
     std::vector<FleetChange> take_changes() { return std::move(numbered_); }
     /// Whether flush() numbered any change (its seqs come with the next exec()).
