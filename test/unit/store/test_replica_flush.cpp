@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "devcert/replica.hpp"
@@ -17,18 +18,25 @@ using namespace devcert::test;
 
 namespace {
 
+std::function<Outcome(WriteView&)> register_ca(const std::string& sn) {
+    return [sn](WriteView& w) { return w.insert_ca(make_ca(sn), "RegisterCaCertificate", "test"); };
+}
+
 struct Replica {
     TempDir dir;
     std::string data = dir.path() + "/replica";
     std::string boot_file = dir.write("boot_id", "boot-A\n");
 
+    StoreOptions options(bool replica = true) const {
+        StoreOptions o;
+        o.path = data;
+        o.initial_map_size = 1ull << 20;
+        o.replica = replica;
+        o.boot_id_file = boot_file;
+        return o;
+    }
     std::unique_ptr<Store> open(bool replica = true) {
-        StoreOptions options;
-        options.path = data;
-        options.initial_map_size = 1ull << 20;
-        options.replica = replica;
-        options.boot_id_file = boot_file;
-        auto store = Store::open(options);
+        auto store = Store::open(options(replica));
         if (!store) FAIL(store.error().message);
         return std::move(*store);
     }
@@ -47,14 +55,8 @@ struct Replica {
         const pid_t child = ::fork();
         REQUIRE(child >= 0);
         if (child == 0) {
-            StoreOptions options;
-            options.path = data;
-            options.initial_map_size = 1ull << 20;
-            options.replica = true;
-            options.boot_id_file = boot_file;
-            auto store = Store::open(options);
-            bool ok = static_cast<bool>(store);
-            if (ok) ok = static_cast<bool>((*store)->write([](WriteView& w) { return w.insert_ca(make_ca("0c"), "RegisterCaCertificate", "test"); }));
+            auto store = Store::open(options());
+            const bool ok = store && (*store)->write(register_ca("0c"));
             ::_exit(ok ? 0 : 1);
         }
         int status = 0;
@@ -78,7 +80,7 @@ TEST_CASE("a replica marks its boot while commits skip the flush, and a close fl
         auto store = r.open();
         CHECK(store->discarded().empty());
         CHECK(r.marker() == "boot-A");
-        must_write(*store, [](WriteView& w) { return w.insert_ca(make_ca("0a"), "RegisterCaCertificate", "test"); });
+        must_write(*store, register_ca("0a"));
         CHECK(r.marked());
     }
     CHECK_FALSE(r.marked());
@@ -91,7 +93,7 @@ TEST_CASE("a replica marks its boot while commits skip the flush, and a close fl
 
 TEST_CASE("a replica a process left unflushed opens whole in the same boot", "[store][replica]") {
     Replica r;
-    { must_write(*r.open(), [](WriteView& w) { return w.insert_ca(make_ca("0a"), "RegisterCaCertificate", "test"); }); }
+    { must_write(*r.open(), register_ca("0a")); }
     r.crash_after_a_commit();
     REQUIRE(r.marker() == "boot-A");
     auto store = r.open();
@@ -104,7 +106,7 @@ TEST_CASE("a replica left unflushed by another boot is discarded and starts empt
     Replica r;
     {
         auto store = r.open();
-        must_write(*store, [](WriteView& w) { return w.insert_ca(make_ca("0a"), "RegisterCaCertificate", "test"); });
+        must_write(*store, register_ca("0a"));
     }
     r.crash_after_a_commit();
     r.reboot("boot-B");
@@ -120,7 +122,7 @@ TEST_CASE("a replica left unflushed by another boot is discarded and starts empt
 
 TEST_CASE("an unreadable marker discards the replica", "[store][replica]") {
     Replica r;
-    { must_write(*r.open(), [](WriteView& w) { return w.insert_ca(make_ca("0a"), "RegisterCaCertificate", "test"); }); }
+    { must_write(*r.open(), register_ca("0a")); }
     std::ofstream(r.marker_path()).close();  // empty: never written whole
     auto store = r.open();
     CHECK_THAT(store->discarded(), Catch::Contains("unreadable marker"));
@@ -137,7 +139,7 @@ TEST_CASE("without a boot id a replica flushes its data and a marker it cannot j
         CHECK_THAT(store->discarded(), Catch::Contains("cannot be read"));
         CHECK_FALSE(has_ca(*store, "0c"));
         CHECK_FALSE(r.marked());
-        must_write(*store, [](WriteView& w) { return w.insert_ca(make_ca("0a"), "RegisterCaCertificate", "test"); });
+        must_write(*store, register_ca("0a"));
         CHECK_FALSE(r.marked());  // commits are flushed: nothing to mark
     }
     r.crash_after_a_commit();  // still no boot id: flushed, no marker
