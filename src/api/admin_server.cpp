@@ -28,6 +28,7 @@
 #include <thread>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "devcert/api.hpp"
 #include "devcert/handles.hpp"
@@ -216,6 +217,12 @@ struct HttpTransport::Impl {
     std::unordered_map<uid_t, unsigned> per_uid;
     unsigned unprivileged = 0;
     bool stopping = false;
+    // Connection threads, guarded by mutex, and those that have left
+    // serve(). Each is joined (by the accept loop once done, by stop() at
+    // the latest), never detached: a thread still returning through this
+    // module's code when the broker unloads the plugin would crash it.
+    std::vector<std::thread> workers;
+    std::vector<std::thread::id> finished;
 
     bool privileged(uid_t uid) const {
         return std::find(options.privileged_uids.begin(), options.privileged_uids.end(), uid) !=
@@ -225,6 +232,8 @@ struct HttpTransport::Impl {
     // share, over the limit, or into the slots kept for privileged uids.
     bool admit(int fd, uid_t uid);
     void release(int fd);
+    // Joins the connection threads that have left serve().
+    void join_finished();
 
     std::mutex stop_mutex;
     bool stopped = false;
@@ -250,6 +259,22 @@ bool HttpTransport::Impl::admit(int fd, uid_t uid) {
     ++per_uid[uid];
     if (!is_privileged) ++unprivileged;
     return true;
+}
+
+void HttpTransport::Impl::join_finished() {
+    std::vector<std::thread> done;
+    {
+        std::lock_guard lock(mutex);
+        for (const auto id : finished) {
+            const auto it =
+                std::find_if(workers.begin(), workers.end(), [&](const std::thread& t) { return t.get_id() == id; });
+            if (it == workers.end()) continue;
+            done.push_back(std::move(*it));
+            workers.erase(it);
+        }
+        finished.clear();
+    }
+    for (auto& t : done) t.join();  // they are past their last use of the lock
 }
 
 void HttpTransport::Impl::release(int fd) {
@@ -286,6 +311,7 @@ void HttpTransport::Impl::accept_loop() {
             }
             continue;  // or the peer went away
         }
+        join_finished();
         ucred peer{};
         socklen_t size = sizeof peer;
         if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) continue;  // nobody to answer
@@ -295,10 +321,13 @@ void HttpTransport::Impl::accept_loop() {
             {
                 std::lock_guard lock(mutex);
                 if (stopping) return;
+                workers.reserve(workers.size() + 1);  // the push below cannot throw
                 if (!admit(raw, peer.uid)) continue;  // closed at once
             }
             try {
-                spawn_thread([this, owned, peer] { serve(std::move(*owned), peer); }).detach();
+                std::thread worker = spawn_thread([this, owned, peer] { serve(std::move(*owned), peer); });
+                std::lock_guard lock(mutex);
+                workers.push_back(std::move(worker));
             } catch (const std::exception&) {
                 // No thread: the connection is closed unserved.
                 std::lock_guard lock(mutex);
@@ -400,6 +429,7 @@ void HttpTransport::Impl::serve(UniqueFd fd, ucred peer) {
     std::lock_guard lock(mutex);
     release(fd.get());
     fd.reset();
+    finished.push_back(std::this_thread::get_id());
 }
 
 void HttpTransport::Impl::close_socket_file() {
@@ -466,6 +496,12 @@ void HttpTransport::stop() {
     std::unique_lock lock(impl_->mutex);
     for (const auto& [fd, uid] : impl_->live) ::shutdown(fd, SHUT_RDWR);
     impl_->all_closed.wait(lock, [&] { return impl_->live.empty(); });
+    // Their threads may still be returning: done only once they are gone.
+    std::vector<std::thread> workers = std::move(impl_->workers);
+    impl_->workers.clear();
+    impl_->finished.clear();
+    lock.unlock();
+    for (auto& t : workers) t.join();
 }
 
 // ---------------------------------------------------------------------------
