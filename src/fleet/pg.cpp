@@ -172,6 +172,7 @@ Outcome Conn::finish_connecting() {
         drop(fmt::format("cannot connect: {}", why));
         return make_error(Errc::unavailable, fmt::format("fleet database unreachable: cannot connect: {}", why));
     };
+    prepared_.clear();  // a new session: nothing is prepared on it
     if (PQstatus(conn_.get()) == CONNECTION_BAD) return failed(last_message());
     const Clock::time_point give_up =
         connect_timeout_.count() > 0 ? Clock::now() + connect_timeout_ : Clock::time_point::max();
@@ -328,47 +329,10 @@ Result<Rows> Conn::exec(std::string_view what, const char* sql, const std::vecto
     if (failure) *failure = Failure::none;
     deferred_failed_ = false;
     last_sqlstate_.clear();
-    if (!deferred_.empty()) {
-        Statement last{std::string(what), sql, {}, {}};
-        last.params.reserve(params.size());
-        for (const auto& p : params) last.params.push_back(p ? std::optional<std::string>(*p) : std::nullopt);
-        return exec_pipelined(std::move(last), failure);
-    }
-    // Text-format parameters must be NUL-terminated; views need not be.
-    std::vector<std::string> owned;
-    owned.reserve(params.size());
-    std::vector<const char*> values;
-    values.reserve(params.size());
-    for (const auto& p : params) {
-        if (holds_nul(p)) {
-            if (failure) *failure = Failure::other;
-            return nul_error(what);
-        }
-        if (p) {
-            owned.emplace_back(*p);
-            values.push_back(owned.back().c_str());
-        } else {
-            values.push_back(nullptr);
-        }
-    }
-    // Sent, then waited for within the limits (PQexecParams would wait for
-    // as long as the server takes, however long that is).
-    ResultPtr res;
-    if (conn_ && PQsendQueryParams(conn_.get(), sql, static_cast<int>(values.size()), nullptr, values.data(),
-                                   nullptr, nullptr, 0) == 1) {
-        // Like PQexecParams: every result is read; an error one is kept.
-        for (;;) {
-            auto next = next_result(what);
-            if (!next) {
-                if (failure) *failure = Failure::connection;
-                return next.error();
-            }
-            if (!*next) break;
-            const ExecStatusType st = PQresultStatus(next->get());
-            if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) res = std::move(*next);
-        }
-    }
-    return outcome(what, std::move(res), failure);
+    Statement last{std::string(what), sql, {}, {}};
+    last.params.reserve(params.size());
+    for (const auto& p : params) last.params.push_back(p ? std::optional<std::string>(*p) : std::nullopt);
+    return exec_pipelined(std::move(last), failure);
 }
 
 Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
@@ -390,16 +354,38 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
         }
     }
     if (!conn_ || PQenterPipelineMode(conn_.get()) != 1) return lost(list.front().what);
-    for (const Statement& st : list) {
+    // What was sent, in order: each statement's execution, preceded by its
+    // preparation the first time this session runs its text. Each answers
+    // with results of its own.
+    struct Sent {
+        std::size_t statement;
+        std::string preparing;  // the name being prepared; empty: the execution
+    };
+    std::vector<Sent> sent;
+    sent.reserve(list.size() * 2);
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        const Statement& st = list[i];
         std::vector<const char*> values;
         values.reserve(st.params.size());
         for (const auto& p : st.params) values.push_back(p ? p->c_str() : nullptr);
-        if (PQsendQueryParams(conn_.get(), st.sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                              nullptr, nullptr, 0) != 1)
-            return lost(st.what);
+        const int n = static_cast<int>(values.size());
+        std::string name;
+        if (const auto it = prepared_.find(st.sql); it != prepared_.end()) {
+            name = it->second;
+        } else if (prepared_.size() < kMaxPrepared && st.params.size() <= kMaxPreparedParams) {
+            name = fmt::format("devcert_{}", ++prepared_names_);
+            if (PQsendPrepare(conn_.get(), name.c_str(), st.sql.c_str(), n, nullptr) != 1) return lost(st.what);
+            sent.push_back(Sent{i, name});
+        }
+        const int queued = name.empty() ? PQsendQueryParams(conn_.get(), st.sql.c_str(), n, nullptr, values.data(),
+                                                            nullptr, nullptr, 0)
+                                        : PQsendQueryPrepared(conn_.get(), name.c_str(), n, values.data(), nullptr,
+                                                              nullptr, 0);
+        if (queued != 1) return lost(st.what);
+        sent.push_back(Sent{i, {}});
     }
     if (PQpipelineSync(conn_.get()) != 1) return lost(list.back().what);
-    // Each statement's results end with a null; after the last, the sync's.
+    // Each result group ends with a null; after the last, the sync's.
     // A failed statement's error is kept; those after it come back aborted.
     ResultPtr kept;
     std::size_t kept_of = list.size() - 1;
@@ -408,7 +394,9 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
     auto kept_failure = [&] { return kept && PQresultStatus(kept.get()) != PGRES_COMMAND_OK &&
                                      PQresultStatus(kept.get()) != PGRES_TUPLES_OK; };
     bool ended = false;
-    for (std::size_t i = 0; i < list.size() && !ended; ++i) {
+    for (std::size_t k = 0; k < sent.size() && !ended; ++k) {
+        const std::size_t i = sent[k].statement;
+        const bool preparing = !sent[k].preparing.empty();
         for (;;) {
             auto next = next_result(list[i].what);
             if (!next) {
@@ -427,6 +415,8 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
             if (!ok && !kept_failed) {
                 kept = std::move(*next);
                 kept_of = i;
+            } else if (ok && preparing) {
+                prepared_.emplace(list[i].sql, sent[k].preparing);
             } else if (ok && i + 1 == list.size() && !kept) {
                 kept = std::move(*next);
             } else if (ok && list[i].on_rows) {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -112,6 +113,10 @@ public:
     /// `failure` (if given) receives the classification. A lost connection
     /// is Errc::unavailable (the transaction, if any, did not commit unless
     /// the statement was COMMIT: see Fleet::Impl::commit).
+    /// The first time a session runs a statement's text (of at most
+    /// kMaxPreparedParams parameters), it prepares it in the same round trip;
+    /// later runs skip the server's parsing and, once it settles on a generic
+    /// plan, its planning (at most kMaxPrepared texts a session).
     Result<Rows> exec(std::string_view what, const char* sql, std::initializer_list<Param> params = {},
                       Failure* failure = nullptr);
     Result<Rows> exec(std::string_view what, const char* sql, const std::vector<Param>& params,
@@ -154,6 +159,10 @@ public:
         return std::exchange(answer_, bound);
     }
     bool alive() const noexcept { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
+    /// How many statement texts this session has prepared.
+    std::size_t prepared_count() const noexcept { return prepared_.size(); }
+    static constexpr std::size_t kMaxPrepared = 128;
+    static constexpr std::size_t kMaxPreparedParams = 128;
     /// Reconnects with the same parameters if the connection was lost.
     bool ensure_alive() noexcept;
     /// The connection's own message (scrubbed), for errors outside exec.
@@ -196,6 +205,10 @@ private:
     const std::atomic<bool>* abandon_ = nullptr;
     std::string closed_why_;  // why the connection was dropped, once it was
     std::vector<Statement> deferred_;
+    /// Statement texts prepared on this session, and their names; emptied
+    /// when a new session starts (finish_connecting).
+    std::unordered_map<std::string, std::string> prepared_;
+    std::uint64_t prepared_names_ = 0;  // never reused, even for a failed preparation
     bool deferred_failed_ = false;
     std::string last_sqlstate_;
 };

@@ -394,3 +394,93 @@ TEST_CASE("deferred statements run in order in the next statement's round trip",
         CHECK(again->i64(0, 0) == 0);
     }
 }
+
+TEST_CASE("a statement's text is prepared the first time a session runs it, and again on a new session",
+          "[fleet][conninfo][prepared]") {
+    FleetDb db;
+    auto conn = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(conn.ok());
+    const char* add = "SELECT $1::int + 1";
+    // What the server holds for this session: each text once, and how often
+    // it ran without being planned again.
+    auto held = [&](const char* text) {
+        auto rows = conn->exec("read the prepared statements",
+                               "SELECT count(*), coalesce(sum(generic_plans), 0) FROM pg_prepared_statements "
+                               "WHERE statement = $1",
+                               {std::string_view(text)});
+        REQUIRE(rows.ok());
+        return std::make_pair(rows->i64(0, 0), rows->i64(0, 1));
+    };
+    for (int i = 0; i < 10; ++i) {
+        auto r = conn->exec("add", add, {std::to_string(i)});
+        REQUIRE(r.ok());
+        CHECK(r->i64(0, 0) == i + 1);
+    }
+    const auto [copies, generic] = held(add);
+    CHECK(copies == 1);
+    CHECK(generic >= 4);  // the server stopped planning it for each run
+    const std::size_t prepared = conn->prepared_count();
+    CHECK(prepared == 2);  // `add` and the look-up
+
+    SECTION("a text the server cannot parse fails with its message and is not kept") {
+        auto bad = conn->exec("a typo", "SELEC 1");
+        REQUIRE_FALSE(bad.ok());
+        CHECK_THAT(bad.error().message, Catch::StartsWith("fleet database: a typo failed: syntax error"));
+        CHECK(conn->prepared_count() == prepared);
+        auto again = conn->exec("add", add, {std::string("41")});
+        REQUIRE(again.ok());
+        CHECK(again->i64(0, 0) == 42);
+    }
+    SECTION("deferred statements are prepared in the same round trip, and a failure keeps them in order") {
+        REQUIRE(conn->exec("begin", "BEGIN").ok());
+        const std::size_t before = conn->prepared_count();
+        conn->defer("make a table", "CREATE TEMP TABLE seen (n int)");
+        conn->defer("add a row", "INSERT INTO seen VALUES ($1)", {std::string("7")});
+        conn->defer("a typo", "SELEC 1");
+        conn->defer("add another", "INSERT INTO seen VALUES (8)");
+        auto r = conn->exec("count", "SELECT count(*) FROM seen");
+        REQUIRE_FALSE(r.ok());
+        CHECK(conn->deferred_failed());
+        CHECK_THAT(r.error().message, Catch::StartsWith("fleet database: a typo failed: syntax error"));
+        CHECK(conn->prepared_count() == before + 2);  // the two before the typo
+        REQUIRE(conn->exec("roll back", "ROLLBACK").ok());
+    }
+    SECTION("a new session starts with nothing prepared and prepares again") {
+        auto pid = conn->exec("read the backend", "SELECT pg_backend_pid()");
+        REQUIRE(pid.ok());
+        auto other = pg::Conn::open(db.conninfo, 10);
+        REQUIRE(other.ok());
+        REQUIRE(other->exec("end the session", "SELECT pg_terminate_backend($1::int)", {pid->text(0, 0)}).ok());
+        CHECK_FALSE(conn->exec("add", add, {std::string("1")}).ok());
+        REQUIRE(conn->ensure_alive());
+        CHECK(conn->prepared_count() == 0);
+        auto r = conn->exec("add", add, {std::string("1")});
+        REQUIRE(r.ok());
+        CHECK(r->i64(0, 0) == 2);
+        CHECK(held(add).first == 1);
+    }
+    SECTION("a session prepares at most kMaxPrepared texts; the rest run unprepared") {
+        for (std::size_t i = 0; i < pg::Conn::kMaxPrepared + 10; ++i) {
+            const std::string text = fmt::format("SELECT {}", i);
+            auto r = conn->exec("count", text.c_str());
+            REQUIRE(r.ok());
+            CHECK(r->i64(0, 0) == static_cast<std::int64_t>(i));
+        }
+        CHECK(conn->prepared_count() == pg::Conn::kMaxPrepared);
+    }
+    SECTION("a statement of many parameters runs unprepared") {
+        std::string text = "SELECT 0";
+        std::vector<pg::Param> params;
+        std::vector<std::string> values;
+        values.reserve(pg::Conn::kMaxPreparedParams + 1);
+        for (std::size_t i = 1; i <= pg::Conn::kMaxPreparedParams + 1; ++i) {
+            text += fmt::format(" + ${}::int", i);
+            values.push_back("1");
+        }
+        for (const auto& v : values) params.emplace_back(v);
+        auto r = conn->exec("sum", text.c_str(), params);
+        REQUIRE(r.ok());
+        CHECK(r->i64(0, 0) == static_cast<std::int64_t>(pg::Conn::kMaxPreparedParams + 1));
+        CHECK(conn->prepared_count() == prepared);
+    }
+}
