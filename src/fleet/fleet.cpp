@@ -158,9 +158,14 @@ struct Fleet::Impl {
     ///    their first statement and can never hold records in opposite
     ///    orders; locks are waited for as the session says. Writes that
     ///    conflict keep their throughput of before the optimistic attempt.
-    /// The first statement is sent with the body's first, in its round trip.
+    /// BEGIN and the first statement are sent with the body's first, in its
+    /// round trip. A connection that turns out dead in that round trip (the
+    /// server restarted since the last call) ran nothing: run_write runs
+    /// the attempt again on a new one, as begin() does for BEGIN alone.
     Outcome begin_write(bool optimistic) {
-        if (auto r = begin("BEGIN ISOLATION LEVEL READ COMMITTED"); !r) return r;
+        conn.discard_deferred();
+        if (auto r = reachable(); !r) return r;
+        conn.defer("begin a transaction", "BEGIN ISOLATION LEVEL READ COMMITTED");
         if (optimistic)
             conn.defer("bound lock waits", fmt::format("SET LOCAL lock_timeout = {}", fleet_detail::kOptimisticLockWaitMs));
         else
@@ -262,8 +267,10 @@ template <class Body>
 Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
     Impl& d = *this;
     Error last = make_error(Errc::store_error, "fleet database: no attempt made");
+    bool reconnected = false;
     // Attempt 0 is the optimistic one.
-    for (unsigned attempt = 0; attempt <= d.options.max_attempts; ++attempt) {
+    unsigned attempt = 0;
+    while (attempt <= d.options.max_attempts) {
         const bool optimistic = attempt == 0;
         if (auto r = d.begin_write(optimistic); !r) return r.error();
         TxnState state;
@@ -272,8 +279,13 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
         Attempt run = body(view, state);
         if (run.next != Attempt::Next::commit) {
             d.rollback();
+            if (state.failure == pg::Failure::connection && !state.answered && !reconnected) {
+                reconnected = true;  // found dead by BEGIN's round trip: the same attempt, once
+                continue;
+            }
             if (run.next == Attempt::Next::abort) return *run.error;
             last = *run.error;
+            ++attempt;
             continue;
         }
         pg::Failure failure = pg::Failure::none;
@@ -281,6 +293,7 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
             if (failure != pg::Failure::connection) d.rollback();
             if (state.retryable()) {
                 last = r.error();
+                ++attempt;
                 continue;
             }
             return r.error();

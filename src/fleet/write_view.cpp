@@ -275,6 +275,7 @@ Result<pg::Rows> FleetWriteView::exec(std::string_view what, const char* sql, co
     locked_device_.reset();
     pg::Failure failure = pg::Failure::none;
     auto rows = conn_.exec(what, sql, params, &failure);
+    if (failure != pg::Failure::connection) state_.answered = true;
     if (!rows) state_.note(failure, rows.error(), conn_.deferred_failed());
     return rows;
 }

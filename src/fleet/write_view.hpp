@@ -34,6 +34,10 @@ struct TxnState {
     bool optimistic = false;
     /// The first error came while optimistic.
     bool failed_optimistic = false;
+    /// The server answered one of the transaction's statements. BEGIN goes
+    /// with the first (see Fleet::Impl::begin_write): a connection lost
+    /// before any answer may have been found dead by it.
+    bool answered = false;
     bool failed() const noexcept { return failure != pg::Failure::none; }
     /// Records a statement's failure, unless an earlier one is recorded.
     /// `queued`: it was a statement queued ahead (pg::Conn::deferred_failed()).

@@ -618,3 +618,32 @@ TEST_CASE("a connection lost inside a transaction before COMMIT is unavailable a
         return Ok{};
     }).ok());
 }
+
+TEST_CASE("a write on a connection the server ended since the last call runs once on a new one",
+          "[fleet][log][outage]") {
+    FleetDb db;
+    auto fleet = db.connect();
+    must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
+    PGconn* admin = PQconnectdb(db.conninfo.c_str());
+    REQUIRE(PQstatus(admin) == CONNECTION_OK);
+    PGresult* res = PQexec(admin,
+                           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND application_name = 'mosquitto-devcert'");
+    const bool ended = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1;
+    PQclear(res);
+    PQfinish(admin);
+    REQUIRE(ended);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the backend is gone
+    // BEGIN goes with the body's first statement, and that round trip finds
+    // the connection dead: the body runs again on a new one, and commits once.
+    int runs = 0;
+    const auto changes = must_commit(*fleet, [&](WriteView& v) -> Outcome {
+        ++runs;
+        if (auto ca = v.get_ca("0a"); !ca) return ca.error();
+        return v.insert_ca(make_ca("0b"), "R", "t");
+    });
+    CHECK(runs == 2);
+    REQUIRE(changes.size() == 1);
+    CHECK(changes[0].entry.seq == 2);
+    CHECK(fleet->head()->last_seq == 2);
+}
