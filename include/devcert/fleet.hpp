@@ -170,6 +170,10 @@ public:
     /// consumed). A notification is only a hint: notifications sent while
     /// the connection was down are lost, so poll changes_after() too.
     Result<bool> wait_for_commit(std::chrono::milliseconds timeout);
+    /// The highest change seq named by the notifications the last
+    /// wait_for_commit() consumed (a commit's names the head it left);
+    /// nullopt when it consumed none, or one that named no seq.
+    std::optional<std::uint64_t> heard_through() const noexcept;
 
     /// Removes change log entries older than the newest `retention` and
     /// advances trimmed_through; returns how many were removed.

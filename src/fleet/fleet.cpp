@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <exception>
 
@@ -107,6 +109,7 @@ struct Fleet::Impl {
     std::string channel;
 
     bool listening = false;
+    std::optional<std::uint64_t> heard;  // see heard_through()
 
     /// Reconnects if the connection was lost (never inside a transaction:
     /// its outcome would be unknown), renewing LISTEN.
@@ -672,12 +675,22 @@ Result<bool> Fleet::wait_for_commit(std::chrono::milliseconds timeout) {
     Impl& d = *impl_;
     if (!d.listening) return make_error(Errc::invalid_argument, "wait_for_commit needs listen() first");
     if (auto r = d.reachable(); !r) return r.error();
+    d.heard.reset();
+    bool named_none = false;
     auto drain = [&] {
         bool any = false;
         while (PGnotify* n = PQnotifies(d.conn.get())) {
             any = true;
+            const std::string_view payload = n->extra ? n->extra : "";
+            std::uint64_t seq = 0;
+            const auto [end, ec] = std::from_chars(payload.data(), payload.data() + payload.size(), seq);
+            if (ec != std::errc{} || end != payload.data() + payload.size() || payload.empty())
+                named_none = true;
+            else
+                d.heard = std::max(d.heard.value_or(0), seq);
             PQfreemem(n);
         }
+        if (named_none) d.heard.reset();
         return any;
     };
     if (PQconsumeInput(d.conn.get()) == 0)
@@ -688,6 +701,8 @@ Result<bool> Fleet::wait_for_commit(std::chrono::milliseconds timeout) {
     if (!ready) return ready.error();
     return *ready && drain();
 }
+
+std::optional<std::uint64_t> Fleet::heard_through() const noexcept { return impl_->heard; }
 
 Result<std::uint64_t> Fleet::trim(std::uint64_t retention) {
     if (retention == 0) return make_error(Errc::invalid_argument, "a change log retention of 0 would keep nothing");

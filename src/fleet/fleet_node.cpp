@@ -322,11 +322,20 @@ struct FleetNode::Impl {
 
     void follower_loop() {
         auto pause = options.poll_interval;
+        // Whether the notifications last heard name only changes the replica
+        // holds already (this broker's own commits, applied by the writer):
+        // then the next round is skipped, unless the last one ran longer
+        // than a poll interval ago (a round also checks the log's anchor).
+        bool heard_applied = false;
+        auto last_round = std::chrono::steady_clock::now();
         while (!stopping.load()) {
             Outcome ok = connect_follower();
             bool more = false;
             if (ok) {
-                auto round = follow_round();
+                const auto now = std::chrono::steady_clock::now();
+                const bool skip = std::exchange(heard_applied, false) && now - last_round < options.poll_interval;
+                if (!skip) last_round = now;
+                auto round = skip ? Result<bool>(false) : follow_round();
                 if (round) {
                     more = *round;
                     if (auto sent = send_registrations(); !sent) ok = sent.error();
@@ -350,7 +359,12 @@ struct FleetNode::Impl {
             pause = options.poll_interval;
             if (more) continue;
             auto woke = follow->wait_for_commit(options.poll_interval);
-            if (!woke) follow.reset();
+            if (!woke) {
+                follow.reset();
+            } else if (*woke) {
+                const auto heard = follow->heard_through();
+                heard_applied = heard && *heard <= applied_position();
+            }
         }
     }
 

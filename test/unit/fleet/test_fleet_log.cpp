@@ -150,8 +150,19 @@ TEST_CASE("a listening fleet connection wakes up on another broker's commit", "[
     const auto start = std::chrono::steady_clock::now();
     CHECK(*follower->wait_for_commit(std::chrono::seconds(5)) == true);
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
-    // Both notifications were consumed at once.
+    // Both notifications were consumed at once; the newer names its head.
+    CHECK(follower->heard_through() == std::optional<std::uint64_t>(2));
     CHECK(*follower->wait_for_commit(std::chrono::milliseconds(100)) == false);
+    CHECK_FALSE(follower->heard_through());
+
+    // A notification naming no change (sent by hand) wakes it, naming nothing.
+    auto other = pg::Conn::open(db.conninfo, 10);
+    REQUIRE(other.ok());
+    REQUIRE(other->exec("notify", "SELECT pg_notify($1, 'hello')", {fleet_channel("fleet-test")}).ok());
+    REQUIRE(other->exec("notify", "SELECT pg_notify($1, '7')", {fleet_channel("fleet-test")}).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    CHECK(*follower->wait_for_commit(std::chrono::seconds(5)) == true);
+    CHECK_FALSE(follower->heard_through());
 
     // After the database restarts, the next call reconnects and listens again.
     auto& server = PgServer::shared();
