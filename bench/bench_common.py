@@ -31,10 +31,21 @@ def cpus_available():
 
 
 def cpu_ticks():
-    """The machine's CPU time so far from /proc/stat, in ticks: (steal, total)."""
+    """The machine's CPU time so far from /proc/stat, in ticks: (steal,
+    total, idle), idle counting the time waiting for I/O."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:9]]
-    return fields[7], sum(fields)
+    return fields[7], sum(fields), fields[3] + fields[4]
+
+
+def busy_cpu_ms(before, after):
+    """CPU time the machine's processes used between two cpu_ticks() samples,
+    in ms: neither idle nor stolen. Divided by the work done, a cost that
+    does not depend on how much of the CPU the host lent elsewhere."""
+    steal = after[0] - before[0]
+    idle = after[2] - before[2]
+    busy = (after[1] - before[1]) - steal - idle
+    return 1000.0 * busy / os.sysconf("SC_CLK_TCK")
 
 
 def steal_pct(before, after):

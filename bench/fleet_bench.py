@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 
 from admin_bench import AdminClient, MqttDevice, active_serials, expect_ok, inactivation_run, percentile, timed_kick
-from bench_common import Tools, cpu_ticks, fill_store, log, steal_pct
+from bench_common import Tools, busy_cpu_ms, cpu_ticks, fill_store, log, steal_pct
 from fleet_common import BENCH_DIR, FleetDb, Member, start_pg, stop_all
 
 KICK_DEVICE = "dev-0001"
@@ -268,7 +268,10 @@ def writes_run(ctx, run, serials):
         sockets = [m.admin_socket for m in members]
         ticks = cpu_ticks()
         closed = inactivation_run(sockets, 8, per, serials[:8 * per], 0, False)
-        closed["steal_pct"] = steal_pct(ticks, cpu_ticks())
+        after = cpu_ticks()
+        closed["steal_pct"] = steal_pct(ticks, after)
+        # Everything on the machine (brokers, PostgreSQL, callers) per change.
+        closed["cpu_ms_per_change"] = round(busy_cpu_ms(ticks, after) / max(1, closed["calls"]), 3)
         paced_n = int(100 * ctx.args.paced_seconds)
         ticks = cpu_ticks()
         paced = inactivation_run(sockets[:1], 1, paced_n, serials[8 * per:8 * per + paced_n], 100, False)
@@ -625,7 +628,7 @@ def run_scenario(ctx, scenario, report, needed):
             r = writes_run(ctx, run, serials[(run - 1) * per_run:run * per_run])
             c, p = r["closed_loop_8"], r["paced_100"]
             ctx.report("writes", run, r, f"8 callers {c['per_s']}/s (p50 {c['p50_ms']} ms, p99 {c['p99_ms']} "
-                       f"ms, CPU stolen {c['steal_pct']} %); 1 caller at 100/s: p50 {p['p50_ms']} ms, "
+                       f"ms, CPU stolen {c['steal_pct']} %, {c['cpu_ms_per_change']} ms of CPU a change); 1 caller at 100/s: p50 {p['p50_ms']} ms, "
                        f"p99 {p['p99_ms']} ms (CPU stolen {p['steal_pct']} %)")
             runs.append(r)
         report["writes"] = runs
@@ -651,6 +654,7 @@ def summarize(report):
     if "writes" in report:
         s["writes_8_callers_per_s"] = summary([r["closed_loop_8"]["per_s"] for r in report["writes"]])
         s["writes_100_per_s_p99_ms"] = summary([r["paced_100"]["p99_ms"] for r in report["writes"]])
+        s["writes_cpu_ms_per_change"] = summary([r["closed_loop_8"]["cpu_ms_per_change"] for r in report["writes"]])
     for key, runs in report.get("bootstrap", {}).items():
         field = "rebuild_s" if key == "rebuild-while-serving" else "serving_s"
         s[f"bootstrap_{key}_{field}"] = summary([r[field] for r in runs])
