@@ -21,6 +21,22 @@ namespace {
 
 Outcome status_outcome(const Result<CertStatus>& r) { return r ? Outcome(Ok{}) : Outcome(r.error()); }
 
+/// Ends every session of the plugin's (by its application_name) from
+/// another one. At least one must be there: a session closed a moment ago
+/// may still be listed while its backend exits.
+void terminate_plugin_sessions(const std::string& conninfo) {
+    PGconn* admin = PQconnectdb((conninfo + " application_name=devcert-test-admin").c_str());
+    REQUIRE(PQstatus(admin) == CONNECTION_OK);
+    PGresult* res = PQexec(admin,
+                           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                           "AND application_name = 'mosquitto-devcert'");
+    const bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1;
+    PQclear(res);
+    PQfinish(admin);
+    REQUIRE(ok);
+}
+
 /// A raw connection LISTENing on a channel.
 class Listener {
 public:
@@ -600,23 +616,9 @@ TEST_CASE("a connection lost inside a transaction before COMMIT is unavailable a
     auto fleet = db.connect();
     // Another session ends ours while the write's transaction is open (the
     // body has inserted one CA, and inserts another after the kill).
-    auto terminate_others = [&] {
-        PGconn* admin = PQconnectdb((db.conninfo + " application_name=devcert-test-admin").c_str());
-        REQUIRE(PQstatus(admin) == CONNECTION_OK);
-        PGresult* res = PQexec(admin,
-                               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                               "AND application_name = 'mosquitto-devcert'");
-        // At least ours: a session the fixture closed a moment ago may still
-        // be listed while its backend exits.
-        const bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1;
-        PQclear(res);
-        PQfinish(admin);
-        REQUIRE(ok);
-    };
     auto out = fleet->write([&](WriteView& v) -> Outcome {
         if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
-        terminate_others();
+        terminate_plugin_sessions(db.conninfo);
         return v.insert_ca(make_ca("0b"), "R", "t");
     });
     REQUIRE_FALSE(out.ok());
@@ -635,15 +637,7 @@ TEST_CASE("a write on a connection the server ended since the last call runs onc
     FleetDb db;
     auto fleet = db.connect();
     must_commit(*fleet, [](WriteView& v) { return v.insert_ca(make_ca("0a"), "R", "t"); });
-    PGconn* admin = PQconnectdb(db.conninfo.c_str());
-    REQUIRE(PQstatus(admin) == CONNECTION_OK);
-    PGresult* res = PQexec(admin,
-                           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid() AND application_name = 'mosquitto-devcert'");
-    const bool ended = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1;
-    PQclear(res);
-    PQfinish(admin);
-    REQUIRE(ended);
+    terminate_plugin_sessions(db.conninfo);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the backend is gone
     // BEGIN goes with the body's first statement, and that round trip finds
     // the connection dead: the body runs again on a new one, and commits once.
