@@ -373,8 +373,12 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
         if (const auto it = prepared_.find(st.sql); it != prepared_.end()) {
             name = it->second;
         } else if (prepared_.size() < kMaxPrepared && st.params.size() <= kMaxPreparedParams) {
+            // Counted as prepared from here, so that the same text later in
+            // this pipeline runs by the same name; forgotten below if the
+            // server does not prepare it.
             name = fmt::format("devcert_{}", ++prepared_names_);
             if (PQsendPrepare(conn_.get(), name.c_str(), st.sql.c_str(), n, nullptr) != 1) return lost(st.what);
+            prepared_.emplace(st.sql, name);
             sent.push_back(Sent{i, name});
         }
         const int queued = name.empty() ? PQsendQueryParams(conn_.get(), st.sql.c_str(), n, nullptr, values.data(),
@@ -397,6 +401,7 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
     for (std::size_t k = 0; k < sent.size() && !ended; ++k) {
         const std::size_t i = sent[k].statement;
         const bool preparing = !sent[k].preparing.empty();
+        bool prepared = false;
         for (;;) {
             auto next = next_result(list[i].what);
             if (!next) {
@@ -416,13 +421,14 @@ Result<Rows> Conn::exec_pipelined(Statement last, Failure* failure) {
                 kept = std::move(*next);
                 kept_of = i;
             } else if (ok && preparing) {
-                prepared_.emplace(list[i].sql, sent[k].preparing);
+                prepared = true;
             } else if (ok && i + 1 == list.size() && !kept) {
                 kept = std::move(*next);
             } else if (ok && list[i].on_rows) {
                 list[i].on_rows(Rows(std::move(*next)));
             }
         }
+        if (preparing && !prepared) prepared_.erase(list[i].sql);  // failed, or never ran
     }
     std::optional<Result<ResultPtr>> sync;
     if (!ended) {

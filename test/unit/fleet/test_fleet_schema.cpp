@@ -445,6 +445,17 @@ TEST_CASE("a statement's text is prepared the first time a session runs it, and 
         CHECK(conn->prepared_count() == before + 2);  // the two before the typo
         REQUIRE(conn->exec("roll back", "ROLLBACK").ok());
     }
+    SECTION("a text sent twice in one pipeline is prepared once") {
+        const char* savepoint = "SAVEPOINT twice";
+        REQUIRE(conn->exec("begin", "BEGIN").ok());
+        const std::size_t before = conn->prepared_count();
+        conn->defer("take a savepoint", savepoint);
+        conn->defer("take a savepoint", savepoint);
+        REQUIRE(conn->exec("release", "RELEASE SAVEPOINT twice").ok());
+        CHECK(conn->prepared_count() == before + 2);  // the savepoint and the release
+        CHECK(held(savepoint).first == 1);
+        REQUIRE(conn->exec("roll back", "ROLLBACK").ok());
+    }
     SECTION("a new session starts with nothing prepared and prepares again") {
         auto pid = conn->exec("read the backend", "SELECT pg_backend_pid()");
         REQUIRE(pid.ok());
