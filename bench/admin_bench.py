@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, Tools, cpus_available, free_port, listener_lines, log, stop_broker, write_config
+from bench_common import MOSQUITTO, Tools, cpus_available, free_ports, listener_lines, log, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -145,7 +145,7 @@ def expect_ok(status, body, what):
 class Broker:
     def __init__(self, args, work, pki, store):
         self.work = work
-        self.plain_port, self.tls_port = free_port(), free_port()
+        self.plain_port, self.tls_port = free_ports(2)
         self.sock_dir = Path(tempfile.mkdtemp(prefix="dcb-", dir="/tmp"))  # short: sun_path holds 107 bytes
         self.admin_socket = str(self.sock_dir / "admin.sock")
         lines = listener_lines(work / "broker.log", self.plain_port, self.tls_port, pki) + [

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, free_port, listener_lines, probe, stop_broker, write_config
+from bench_common import MOSQUITTO, free_ports, listener_lines, probe, stop_broker, write_config
 
 _ports_given = set()
 
@@ -21,7 +21,7 @@ def unique_port():
     """A free port never handed out before in this process: with a hundred
     brokers, the kernel may offer a port again before a broker binds it."""
     while True:
-        port = free_port()
+        port = free_ports(1)[0]
         if port not in _ports_given:
             _ports_given.add(port)
             return port

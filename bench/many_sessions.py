@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 
 from admin_bench import AdminClient, MqttDevice, expect_ok, percentile, timed_kick
-from bench_common import MOSQUITTO, cpus_available, free_port, listener_lines, log, stop_broker, write_config
+from bench_common import MOSQUITTO, cpus_available, free_ports, listener_lines, log, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -239,7 +239,7 @@ class Stream:
 
 class Broker:
     def __init__(self, args, run_dir, plugin, store):
-        self.plain_port, self.tls_port = free_port(), free_port()
+        self.plain_port, self.tls_port = free_ports(2)
         self.sock_dir = Path(tempfile.mkdtemp(prefix="dcm-", dir="/tmp"))
         self.admin_socket = str(self.sock_dir / "admin.sock")
         lines = listener_lines(run_dir / "broker.log", self.plain_port, self.tls_port, args.pki,

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import MOSQUITTO, cpus_available, fill_store, free_port, listener_lines, log, probe, stop_broker, write_config
+from bench_common import MOSQUITTO, cpus_available, fill_store, free_ports, listener_lines, log, probe, stop_broker, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -182,7 +182,7 @@ def pin(cpu, pinned):
 def run_one(paths, name, spec, args, round_no):
     kind, size = spec
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-r{round_no}-", dir=paths.work / "runs"))
-    plain_port, tls_port = free_port(), free_port()
+    plain_port, tls_port = free_ports(2)
     crl = prepare_crl(paths, size) if kind == "crl" else None
     fleet = None
     if kind == "fleet":

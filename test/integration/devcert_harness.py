@@ -48,10 +48,21 @@ def devcertctl_path():
     return path
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """`n` distinct TCP ports on 127.0.0.1 that are free now. All are bound
+    at once: ports taken one after another can come back the same (the
+    first is free again once its probe closes), and a broker given the same
+    port for two listeners cannot start."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def run(cmd, **kw):
@@ -155,8 +166,7 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
         self.db = str(self.workdir / "db")
-        self.tls_port = free_port()
-        self.plain_port = free_port()
+        self.tls_port, self.plain_port = free_ports(2)
         self.conf = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.proc = None
