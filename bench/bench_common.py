@@ -10,28 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+# The tests' harness holds what both need to agree on (stdlib only).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "integration"))
+from devcert_harness import free_ports  # noqa: E402,F401  (the path above; re-exported)
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_ports(n):
-    """`n` distinct TCP ports on 127.0.0.1 that are free now. All are bound
-    at once: ports taken one after another can come back the same (the
-    first is free again once its probe closes), and a broker given the same
-    port for two listeners cannot start."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def cpus_available():
