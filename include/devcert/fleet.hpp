@@ -85,6 +85,19 @@ struct FleetChangeBatch {
     std::vector<FleetChange> changes;    ///< seq > position, ascending, at most the limit
 };
 
+/// What a write also reads for its broker's replica: the changes numbered
+/// before its own, read in its transaction once its numbers are taken, so
+/// that the broker can apply them with its own without another round trip.
+/// Given to Fleet::write or write_batch with `after` (the replica's
+/// position) and `limit`; when the write commits changes, `batch` holds
+/// what changes_after(after, limit) would have returned just before the
+/// first of them: its head is the change before the write's first.
+struct FleetCatchUp {
+    std::uint64_t after = 0;
+    std::size_t limit = 0;
+    std::optional<FleetChangeBatch> batch;  ///< set only when the write committed changes
+};
+
 /// Receives a snapshot: every CA in Sn order, then every device in
 /// (CaSn, DeviceSn) order (the store's key order, so a replica can load
 /// with MDB_APPEND). Returning an error stops the snapshot with it.
@@ -138,13 +151,15 @@ public:
     /// serialisation failure or a deadlock (bounded by max_attempts), so it
     /// must act only through the view. fn's error aborts and is returned; an
     /// exception aborts and becomes Errc::store_error.
-    Result<std::vector<FleetChange>> write(const WriteFn& fn);
+    /// With `catch_up`, see FleetCatchUp.
+    Result<std::vector<FleetChange>> write(const WriteFn& fn, FleetCatchUp* catch_up = nullptr);
 
     /// Group commit: every fn in its own savepoint inside one transaction,
     /// one commit. A fn that fails has its changes undone and its error in
     /// its slot; the others commit. Returns the commit's error, if any (then
     /// every slot reports it), or the committed changes of all fns.
-    Result<std::vector<FleetChange>> write_batch(const std::vector<WriteFn>& fns, std::vector<Outcome>& results);
+    Result<std::vector<FleetChange>> write_batch(const std::vector<WriteFn>& fns, std::vector<Outcome>& results,
+                                                 FleetCatchUp* catch_up = nullptr);
 
     /// Runs fn in a REPEATABLE READ, READ ONLY transaction.
     Outcome read(const ReadFn& fn);

@@ -25,6 +25,37 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
+/// The head and entries of a change log read (changes_after and a write's
+/// catch-up): row 0 carries the head, each row an entry unless null.
+Result<FleetChangeBatch> batch_from_rows(const pg::Rows& rows, std::uint64_t after, std::size_t limit) {
+    if (rows.size() == 0) return make_error(Errc::store_error, "fleet database: the instance's head row is missing");
+    FleetChangeBatch batch;
+    batch.head = FleetHead{std::string(rows.text(0, 0)), rows.u64(0, 1), rows.u64(0, 2)};
+    for (int i = 0; i < rows.size(); ++i) {
+        if (rows.null(i, 3)) break;
+        FleetChange change;
+        // Entries up to trimmed_through are never applied (they are history
+        // moved in by MigrateToFleet, which carries no records).
+        if (!fleet_detail::change_from_row(rows, i, 3, change, rows.u64(i, 3) > batch.head.trimmed_through))
+            return make_error(Errc::store_error,
+                              fmt::format("fleet database: change log entry {} is unreadable", rows.text(i, 3)));
+        if (change.entry.seq == after)
+            batch.anchor = std::move(change);
+        else if (batch.changes.size() < limit)
+            batch.changes.push_back(std::move(change));
+    }
+    return batch;
+}
+
+/// changes_after's limit as the statement's: one more, for the anchor.
+std::string statement_limit(std::size_t limit) {
+    return std::to_string(std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX) - 1) + 1);
+}
+
+std::string statement_seq(std::uint64_t seq) {
+    return std::to_string(std::min<std::uint64_t>(seq, static_cast<std::uint64_t>(INT64_MAX)));
+}
+
 Error thrown(std::string_view what) {
     return make_error(Errc::store_error, fmt::format("transaction body failed: {}", what));
 }
@@ -182,23 +213,49 @@ struct Fleet::Impl {
     /// while the failures are retryable. Body:
     /// (FleetWriteView&, TxnState&) -> Attempt.
     template <class Body>
-    Result<std::vector<FleetChange>> run_write(Body&& body);
+    Result<std::vector<FleetChange>> run_write(Body&& body, FleetCatchUp* catch_up);
+
+    /// Queues the catch-up's read, after the head row's update: in this
+    /// transaction the head is past the write's own `own` changes, and every
+    /// change numbered before them is committed (their writers held the head
+    /// row until their commits), so this statement's snapshot holds them all.
+    void defer_catch_up(std::size_t own, const FleetCatchUp& catch_up, std::optional<Result<FleetChangeBatch>>& out) {
+        static const std::string sql = fmt::format(
+            "SELECT i.epoch, i.last_seq - $4, i.trimmed_through, c.* FROM devcert.instances i "
+            "LEFT JOIN LATERAL (SELECT {} FROM devcert.changes WHERE instance = i.id AND seq >= $2 "
+            "AND seq <= i.last_seq - $4 ORDER BY seq LIMIT $3) c ON true WHERE i.id = $1",
+            fleet_detail::kChangeColumns);
+        conn.defer("read the change log before this write's changes", sql,
+                   {std::to_string(instance), statement_seq(catch_up.after), statement_limit(catch_up.limit),
+                    std::to_string(own)},
+                   [&out, after = catch_up.after, limit = catch_up.limit](pg::Rows rows) {
+                       out = batch_from_rows(rows, after, limit);
+                   });
+    }
 
     /// Flushes, notifies and commits. `failure` tells a retryable failure.
-    Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure) {
+    /// With `catch_up`, reads its batch in the same round trip.
+    Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure, FleetCatchUp* catch_up) {
         failure = pg::Failure::none;
+        if (catch_up) catch_up->batch.reset();
         view.flush();
         // NOTIFY is delivered at commit, so the payload names a committed
         // seq: the head's, read in the transaction (the head's update is
         // queued with it, and answered with the commit).
-        if (view.has_changes())
+        std::optional<Result<FleetChangeBatch>> caught;
+        if (view.has_changes()) {
             conn.defer("notify the fleet",
                        "SELECT pg_notify($1, (SELECT last_seq FROM devcert.instances WHERE id = $2)::text)",
                        {channel, std::to_string(instance)});
-        // One round trip: the head's update, the change log's rows and the
-        // notification, queued, then COMMIT.
+            if (catch_up) defer_catch_up(view.change_count(), *catch_up, caught);
+        }
+        // One round trip: the head's update, the change log's rows, the
+        // notification and the catch-up's read, queued, then COMMIT.
         auto r = conn.exec("commit", "COMMIT", {}, &failure);
         committed = view.take_changes();
+        // Only a committed write's read is the log before its changes; an
+        // unreadable one is left to the broker's follower.
+        if (r && caught && *caught) catch_up->batch = std::move(**caught);
         if (!r) {
             // A busy head row (waited for briefly, see begin_write) is
             // retryable like a busy record.
@@ -267,8 +324,9 @@ Result<std::unique_ptr<Fleet>> Fleet::connect(const FleetOptions& options) {
 
 
 template <class Body>
-Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
+Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body, FleetCatchUp* catch_up) {
     Impl& d = *this;
+    if (catch_up) catch_up->batch.reset();
     Error last = make_error(Errc::store_error, "fleet database: no attempt made");
     bool reconnected = false;
     // Attempt 0 is the optimistic one.
@@ -292,7 +350,7 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
             continue;
         }
         pg::Failure failure = pg::Failure::none;
-        if (auto r = d.commit(view, state, failure); !r) {
+        if (auto r = d.commit(view, state, failure, catch_up); !r) {
             if (failure != pg::Failure::connection) d.rollback();
             if (state.retryable()) {
                 last = r.error();
@@ -306,17 +364,20 @@ Result<std::vector<FleetChange>> Fleet::Impl::run_write(Body&& body) {
     return retries_exhausted(d.options.max_attempts, last);
 }
 
-Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn) {
-    return impl_->run_write([&](FleetWriteView& view, TxnState& state) {
-        const Outcome out = guarded([&] { return fn(view); });
-        if (state.retryable()) return Attempt::retry(*state.first_error);
-        if (state.failed()) return Attempt::abort(*state.first_error);
-        if (!out) return Attempt::abort(out.error());
-        return Attempt::commit();
-    });
+Result<std::vector<FleetChange>> Fleet::write(const WriteFn& fn, FleetCatchUp* catch_up) {
+    return impl_->run_write(
+        [&](FleetWriteView& view, TxnState& state) {
+            const Outcome out = guarded([&] { return fn(view); });
+            if (state.retryable()) return Attempt::retry(*state.first_error);
+            if (state.failed()) return Attempt::abort(*state.first_error);
+            if (!out) return Attempt::abort(out.error());
+            return Attempt::commit();
+        },
+        catch_up);
 }
 
-Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& fns, std::vector<Outcome>& results) {
+Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& fns, std::vector<Outcome>& results,
+                                                    FleetCatchUp* catch_up) {
     Impl& d = *impl_;
     auto committed = d.run_write([&](FleetWriteView& view, TxnState& state) {
         results.clear();
@@ -344,7 +405,7 @@ Result<std::vector<FleetChange>> Fleet::write_batch(const std::vector<WriteFn>& 
             results.push_back(std::move(out));
         }
         return Attempt::commit();
-    });
+    }, catch_up);
     if (!committed) results.assign(fns.size(), Outcome(committed.error()));
     return committed;
 }
@@ -390,33 +451,14 @@ Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t l
         "LEFT JOIN LATERAL (SELECT {} FROM devcert.changes WHERE instance = i.id AND seq >= $2 "
         "ORDER BY seq LIMIT $3) c ON true WHERE i.id = $1",
         fleet_detail::kChangeColumns);
-    const std::uint64_t from = std::min<std::uint64_t>(after, static_cast<std::uint64_t>(INT64_MAX));
-    const std::uint64_t n = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX) - 1) + 1;
     const std::string instance = std::to_string(d.instance);
-    const std::string from_text = std::to_string(from);
-    const std::string n_text = std::to_string(n);
+    const std::string from_text = statement_seq(after);
+    const std::string n_text = statement_limit(limit);
     const std::vector<pg::Param> params{instance, from_text, n_text};
     auto rows = d.conn.exec("read the change log", sql.c_str(), params);
     if (!rows && !d.conn.alive() && d.reachable()) rows = d.conn.exec("read the change log", sql.c_str(), params);
     if (!rows) return rows.error();
-    if (rows->size() == 0)
-        return make_error(Errc::store_error, "fleet database: the instance's head row is missing");
-    FleetChangeBatch batch;
-    batch.head = FleetHead{std::string(rows->text(0, 0)), rows->u64(0, 1), rows->u64(0, 2)};
-    for (int i = 0; i < rows->size(); ++i) {
-        if (rows->null(i, 3)) break;
-        FleetChange change;
-        // Entries up to trimmed_through are never applied (they are history
-        // moved in by MigrateToFleet, which carries no records).
-        if (!fleet_detail::change_from_row(*rows, i, 3, change, rows->u64(i, 3) > batch.head.trimmed_through))
-            return make_error(Errc::store_error,
-                              fmt::format("fleet database: change log entry {} is unreadable", rows->text(i, 3)));
-        if (change.entry.seq == after)
-            batch.anchor = std::move(change);
-        else if (batch.changes.size() < limit)
-            batch.changes.push_back(std::move(change));
-    }
-    return batch;
+    return batch_from_rows(*rows, after, limit);
 }
 
 // ---------------------------------------------------------------------------

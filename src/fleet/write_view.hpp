@@ -114,6 +114,8 @@ public:
     std::vector<FleetChange> take_changes() { return std::move(numbered_); }
     /// Whether flush() numbered any change (its seqs come with the next exec()).
     bool has_changes() const noexcept { return !numbered_.empty(); }
+    /// How many changes flush() numbered.
+    std::size_t change_count() const noexcept { return numbered_.size(); }
 
 private:
     Result<pg::Rows> exec(std::string_view what, const char* sql, const std::vector<pg::Param>& params);

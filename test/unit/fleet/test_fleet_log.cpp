@@ -229,6 +229,91 @@ TEST_CASE("changes after a position come with the head and the anchor entry from
     CHECK(plan_follow(pos, *batch).action == FollowAction::resync);
 }
 
+TEST_CASE("a write's catch-up holds the log up to its own changes, read in its transaction", "[fleet][log]") {
+    FleetDb db;
+    auto a = db.connect();
+    auto b = db.connect();
+    must_commit(*a, [](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        for (std::uint64_t i = 1; i <= 3; ++i)
+            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
+        return Ok{};
+    });
+
+    // b's replica applied change 1; a committed 2-4 since.
+    FleetCatchUp catch_up{1, 100, std::nullopt};
+    auto own = b->write([](WriteView& v) { return v.insert_device(make_device("0a", serial_for(4)), "A", "t"); },
+                        &catch_up);
+    REQUIRE(own.ok());
+    REQUIRE(own->size() == 1);
+    CHECK(own->front().entry.seq == 5);
+    REQUIRE(catch_up.batch.has_value());
+    const FleetChangeBatch& before = *catch_up.batch;
+    CHECK(before.head.last_seq == 4);  // the change before b's own
+    CHECK(before.head.epoch == a->head()->epoch);
+    REQUIRE(before.anchor.has_value());
+    CHECK(before.anchor->entry.seq == 1);
+    REQUIRE(before.changes.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(before.changes[i].entry.seq == i + 2);
+        REQUIRE(before.changes[i].device.has_value());
+        CHECK(before.changes[i].device->device_sn == serial_for(i + 1));
+    }
+    // What a follower at change 1 would do with it: apply 2-4.
+    const FollowPlan plan = plan_follow({before.head.epoch, 1, change_digest(before.anchor->entry)}, before);
+    CHECK(plan.action == FollowAction::apply);
+    CHECK(plan.new_seq == 4);
+
+    SECTION("a batch with a refused job: the head is still the change before the first committed") {
+        FleetCatchUp up{5, 100, std::nullopt};
+        must_commit(*a, [](WriteView& v) { return v.insert_device(make_device("0a", serial_for(5)), "A", "t"); });
+        std::vector<Outcome> results;
+        auto batch = b->write_batch(
+            {[](WriteView& v) -> Outcome {
+                 if (auto r = v.insert_device(make_device("0a", serial_for(6)), "A", "t"); !r) return r;
+                 (void)v.changes_after(0, 1);  // numbers what is pending, then undone
+                 return make_error(Errc::invalid_argument, "refused");
+             },
+             [](WriteView& v) { return v.insert_device(make_device("0a", serial_for(7)), "A", "t"); },
+             [](WriteView& v) { return v.insert_device(make_device("0a", serial_for(8)), "A", "t"); }},
+            results, &up);
+        REQUIRE(batch.ok());
+        REQUIRE(batch->size() == 2);
+        CHECK(batch->front().entry.seq == 7);
+        REQUIRE(up.batch.has_value());
+        CHECK(up.batch->head.last_seq == 6);
+        CHECK(up.batch->anchor->entry.seq == 5);
+        REQUIRE(up.batch->changes.size() == 1);
+        CHECK(up.batch->changes[0].entry.seq == 6);
+    }
+    SECTION("no more than the limit") {
+        FleetCatchUp up{0, 2, std::nullopt};
+        REQUIRE(b->write([](WriteView& v) { return v.insert_device(make_device("0a", serial_for(5)), "A", "t"); },
+                         &up)
+                    .ok());
+        REQUIRE(up.batch.has_value());
+        CHECK(up.batch->head.last_seq == 5);
+        CHECK_FALSE(up.batch->anchor.has_value());
+        REQUIRE(up.batch->changes.size() == 2);
+        CHECK(up.batch->changes[1].entry.seq == 2);
+    }
+    SECTION("none when the write changes nothing or fails") {
+        FleetCatchUp up{0, 100, FleetChangeBatch{}};
+        REQUIRE(b->write([](WriteView&) -> Outcome { return Ok{}; }, &up).ok());
+        CHECK_FALSE(up.batch.has_value());
+        up.batch = FleetChangeBatch{};
+        auto refused = b->write(
+            [](WriteView& v) -> Outcome {
+                if (auto r = v.insert_device(make_device("0a", serial_for(9)), "A", "t"); !r) return r;
+                return make_error(Errc::invalid_argument, "refused");
+            },
+            &up);
+        CHECK_FALSE(refused.ok());
+        CHECK_FALSE(up.batch.has_value());
+        CHECK(a->head()->last_seq == 5);
+    }
+}
+
 TEST_CASE("a snapshot holds exactly the state at its head, in key order", "[fleet][log][snapshot]") {
     FleetDb db;
     auto fleet = db.connect();
