@@ -30,6 +30,10 @@ constexpr std::chrono::seconds kReadYourWrites{2};
 /// commit just answered send their next calls within moments, and one
 /// transaction for all of them costs a fraction of one each.
 constexpr std::chrono::microseconds kBatchLinger{1000};
+/// How long the follower, told of another member's commit, waits for this
+/// broker's commit in flight (which reads every change numbered before its
+/// own) before it fetches the change itself.
+constexpr std::chrono::milliseconds kAwaitWriter{50};
 /// Reconnection attempts while the fleet is unreachable, at most this far apart.
 constexpr std::chrono::milliseconds kMaxRetryPause{2000};
 
@@ -69,6 +73,11 @@ struct FleetNode::Impl {
     std::condition_variable jobs_cv;
     std::deque<WriteJob> jobs;
     std::unique_ptr<Fleet> writer_conn;  // writer thread
+    // A commit in flight, and how many ended (under jobs_mutex): the
+    // follower waits for one before fetching what it will read anyway.
+    std::condition_variable commit_cv;
+    bool committing = false;
+    std::uint64_t commits_ended = 0;
 
     // The replica's position as last applied, for waiters.
     std::mutex position_mutex;
@@ -363,9 +372,30 @@ struct FleetNode::Impl {
                 follow.reset();
             } else if (*woke) {
                 const auto heard = follow->heard_through();
+                if (heard && *heard > applied_position()) await_commit_in_flight();
                 heard_applied = heard && *heard <= applied_position();
             }
         }
+    }
+
+    /// Waits, at most kAwaitWriter, for the writer's commit in flight to
+    /// end, if there is one: it brings the changes committed before its own
+    /// into the replica (see apply_own).
+    void await_commit_in_flight() {
+        std::unique_lock lock(jobs_mutex);
+        if (!committing) return;
+        const std::uint64_t ended = commits_ended;
+        commit_cv.wait_for(lock, kAwaitWriter, [&] { return stopping.load() || commits_ended != ended; });
+    }
+
+    void end_commit() {
+        {
+            std::lock_guard lock(jobs_mutex);
+            if (!committing) return;
+            committing = false;
+            ++commits_ended;
+        }
+        commit_cv.notify_all();
     }
 
     void sleep_for(std::chrono::milliseconds d) {
@@ -392,9 +422,11 @@ struct FleetNode::Impl {
                     batch.push_back(std::move(jobs.front()));
                     jobs.pop_front();
                 }
+                committing = true;
             }
             last_batch = batch.size();
             commit_batch(batch);
+            end_commit();
         }
     }
 
@@ -414,13 +446,20 @@ struct FleetNode::Impl {
         fns.reserve(batch.size());
         for (auto& job : batch) fns.push_back(job.fn);
         std::vector<Outcome> results;
+        // The changes other members committed since the replica's position
+        // come with the commit (see apply_own).
+        const auto position = replica_position(replica);
+        FleetCatchUp catch_up;
+        catch_up.after = position ? position->seq : 0;
+        catch_up.limit = options.fetch_limit;
+        FleetCatchUp* const wanted = position ? &catch_up : nullptr;
         Result<std::vector<FleetChange>> committed = [&]() -> Result<std::vector<FleetChange>> {
             if (fns.size() == 1) {
-                auto one = writer_conn->write(fns.front());
+                auto one = writer_conn->write(fns.front(), wanted);
                 results.assign(1, one ? Outcome(Ok{}) : Outcome(one.error()));
                 return one;
             }
-            return writer_conn->write_batch(fns, results);
+            return writer_conn->write_batch(fns, results, wanted);
         }();
         if (!committed) {
             if (committed.error().code == Errc::unavailable) {
@@ -431,7 +470,9 @@ struct FleetNode::Impl {
             // write_batch fills every slot with the commit's error.
         } else {
             mark_reachable();
-            apply_own(*committed);
+            apply_own(*committed, position ? &*position : nullptr, catch_up.batch);
+            end_commit();
+            if (!committed->empty()) await_applied(committed->back().entry.seq);
         }
         for (std::size_t i = 0; i < batch.size(); ++i) {
             if (i < results.size()) {
@@ -470,18 +511,53 @@ struct FleetNode::Impl {
         return Ok{};
     }
 
+    /// Applies the changes the write's commit read (`before`: the log up to
+    /// the write's first change, read after `position`) and the write's own
+    /// in one replica transaction; false when they do not join the replica
+    /// (a gap, another epoch, a log trimmed past the position, more than
+    /// one read's worth), to be fetched instead.
+    bool apply_with_before(const FollowerPosition& position, const FleetChangeBatch& before,
+                           const std::vector<FleetChange>& own) {
+        if (before.head.last_seq + 1 != own.front().entry.seq) return false;
+        const FollowPlan plan = plan_follow(position, before);
+        std::vector<FleetChange> run;
+        if (plan.action == FollowAction::apply && plan.new_seq == before.head.last_seq) {
+            const auto from = before.changes.begin() + static_cast<std::ptrdiff_t>(plan.first);
+            run.assign(from, from + static_cast<std::ptrdiff_t>(plan.count));
+        } else if (plan.action != FollowAction::up_to_date) {
+            return false;
+        }
+        run.insert(run.end(), own.begin(), own.end());
+        auto applied = replica_apply(replica, position.epoch, run);
+        if (!applied) return false;
+        note_applied(own.back().entry.seq);
+        refresh_queue_length();
+        if (on_applied) on_applied();
+        return true;
+    }
+
     /// Applies what this broker committed to its replica before answering,
-    /// so the caller reads its own write here. If the follower has not
-    /// applied what came before yet, waits (bounded) for it to.
-    void apply_own(const std::vector<FleetChange>& changes) {
+    /// so the caller reads its own write here, with what other members
+    /// committed before it (read by the commit, or else fetched). What the
+    /// replica still lacks then is the follower's: see await_applied.
+    void apply_own(const std::vector<FleetChange>& changes, const FollowerPosition* position,
+                   const std::optional<FleetChangeBatch>& before) {
         if (changes.empty()) return;
+        const std::uint64_t first = changes.front().entry.seq;
         const std::uint64_t last = changes.back().entry.seq;
-        if (applied_position() + 1 < changes.front().entry.seq) {
+        if (applied_position() + 1 < first && position && before && apply_with_before(*position, *before, changes)) {
+            // applied, with what came before
+        } else if (applied_position() + 1 < first) {
             fetch_before_own(last);
         } else if (auto applied = replica_apply(replica, current_epoch(), changes); applied && *applied > 0) {
             note_applied(last);
             if (on_applied) on_applied();
         }
+    }
+
+    /// Waits (bounded) until the replica holds `last`: the follower brings
+    /// what apply_own could not.
+    void await_applied(std::uint64_t last) {
         std::unique_lock lock(position_mutex);
         if (applied_seq < last) {
             registrations_waiting.store(true);  // any reason to run a round soon
