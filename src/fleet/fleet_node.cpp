@@ -578,6 +578,7 @@ void FleetNode::stop() {
     }
     d.jobs_cv.notify_all();
     d.position_cv.notify_all();
+    d.commit_cv.notify_all();
     if (d.writer_thread.joinable()) d.writer_thread.join();
     if (d.follower_thread.joinable()) d.follower_thread.join();
 }
