@@ -58,6 +58,10 @@ from bench_common import MOSQUITTO, cpus_available, free_ports, listener_lines, 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 INSTANCE = "bench"  # admin_bench's AdminClient sends this MqttInstanceId
+# The held sessions connect from their own loopback address, so that the
+# churn's connect() calls (from 127.0.0.1) need not search past their ports
+# (see hold_sessions.cpp): real devices come from many addresses.
+HOLD_SOURCE = "127.0.0.2"
 CA1, CA2 = "0ca1", "0ca2"
 KICK_SN = "0d000001"  # dev-0001 of the first CA: never held, never churned
 
@@ -295,7 +299,7 @@ class Holder:
         self.proc = subprocess.Popen(
             pin + [str(args.hold), "--port", str(broker.tls_port), "--cert-list", str(cert_list),
                    "--ca", str(args.pki / "ca.crt"), "--sessions", str(count), "--mqtt", mqtt,
-                   "--client-id-prefix", prefix],
+                   "--client-id-prefix", prefix, "--source", HOLD_SOURCE],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = json.loads(self.proc.stdout.readline() or '{"event":"exited"}')
         if ready.get("event") != "ready":

@@ -141,14 +141,22 @@ inline SslCtxPtr make_client_ctx(const std::string& ca_file, bool release_buffer
 enum class Started { connected, in_progress, failed };
 
 /// Opens a non-blocking TCP socket to `addr` (TCP_NODELAY) with a TLS
-/// client for `id` on it, and starts connecting. Dies when the process is
-/// out of descriptors or OpenSSL refuses the identity.
+/// client for `id` on it, and starts connecting, from `source` if given (its
+/// port chosen at connect time). Dies when the process is out of
+/// descriptors, `source` cannot be bound, or OpenSSL refuses the identity.
 inline Started start_connection(SSL_CTX* ctx, const Identity& id, const sockaddr_in& addr, UniqueFd& fd,
-                                SslPtr& ssl) {
+                                SslPtr& ssl, const sockaddr_in* source = nullptr) {
     fd.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) die(std::string("socket: ") + std::strerror(errno) + " (raise ulimit -n)");
     const int one = 1;
     setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (source != nullptr) {
+        // The port is left to connect(), which needs only the whole
+        // address pair to be unique, not the port alone.
+        setsockopt(fd.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd.get(), reinterpret_cast<const sockaddr*>(source), sizeof *source) != 0)
+            die(std::string("bind to the source address: ") + std::strerror(errno));
+    }
     ssl.reset(SSL_new(ctx));
     if (!ssl) die("SSL_new failed");
     if (SSL_use_certificate(ssl.get(), id.cert.get()) != 1 || SSL_use_PrivateKey(ssl.get(), id.key.get()) != 1)
