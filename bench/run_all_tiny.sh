@@ -47,6 +47,8 @@ expect_usage_error "--certs needs a value" "$build/bench/devcert_loadgen" --port
 expect_usage_error "--sessions: expected a whole number" "$build/bench/devcert_hold_sessions" --port 1 --sessions x
 expect_usage_error "--sessions is required" "$build/bench/devcert_hold_sessions" --port 1 --certs /nonexistent
 expect_usage_error "--keepalive: expected a whole number from 1 to 65535, got '0'" "$build/bench/devcert_hold_sessions" --keepalive 0
+expect_usage_error "--source: expected an IPv4 address in 127.0.0.0/8, got '10.0.0.2'" "$build/bench/devcert_hold_sessions" --source 10.0.0.2
+expect_usage_error "--source: expected an IPv4 address in 127.0.0.0/8, got 'localhost'" "$build/bench/devcert_hold_sessions" --source localhost
 expect_usage_error "--sessions: expected counts separated by commas" "$python" "$here/many_sessions.py" --sessions 1,x
 expect_usage_error "--seconds: expected a number above 0" "$python" "$here/many_sessions.py" --seconds 0
 
