@@ -72,6 +72,16 @@ private:
     PGconn* conn_;
 };
 
+/// Commits CA 0a and its devices serial_for(1..n) in one write: changes 1 to n + 1.
+void commit_ca_and_devices(Fleet& fleet, std::uint64_t n) {
+    must_commit(fleet, [n](WriteView& v) -> Outcome {
+        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
+        for (std::uint64_t i = 1; i <= n; ++i)
+            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
+        return Ok{};
+    });
+}
+
 class CollectingSink : public FleetSnapshotSink {
 public:
     std::vector<CaRecord> cas;
@@ -193,12 +203,7 @@ TEST_CASE("a listening fleet connection wakes up on another broker's commit", "[
 TEST_CASE("changes after a position come with the head and the anchor entry from one snapshot", "[fleet][log]") {
     FleetDb db;
     auto fleet = db.connect();
-    must_commit(*fleet, [](WriteView& v) -> Outcome {
-        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
-        for (std::uint64_t i = 1; i <= 5; ++i)
-            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
-        return Ok{};
-    });
+    commit_ca_and_devices(*fleet, 5);
     auto batch = fleet->changes_after(2, 3);
     REQUIRE(batch.ok());
     CHECK(batch->head.last_seq == 6);
@@ -233,12 +238,7 @@ TEST_CASE("a write's catch-up holds the log up to its own changes, read in its t
     FleetDb db;
     auto a = db.connect();
     auto b = db.connect();
-    must_commit(*a, [](WriteView& v) -> Outcome {
-        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
-        for (std::uint64_t i = 1; i <= 3; ++i)
-            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
-        return Ok{};
-    });
+    commit_ca_and_devices(*a, 3);
 
     // b's replica applied change 1; a committed 2-4 since.
     FleetCatchUp catch_up{1, 100, std::nullopt};
@@ -385,12 +385,7 @@ TEST_CASE("a sink's error stops the snapshot and leaves the connection usable", 
 TEST_CASE("trimming keeps the newest entries, and a follower behind them is told to resync", "[fleet][log][trim]") {
     FleetDb db;
     auto fleet = db.connect();
-    must_commit(*fleet, [](WriteView& v) -> Outcome {
-        if (auto r = v.insert_ca(make_ca("0a"), "R", "t"); !r) return r;
-        for (std::uint64_t i = 1; i <= 29; ++i)
-            if (auto r = v.insert_device(make_device("0a", serial_for(i)), "A", "t"); !r) return r;
-        return Ok{};
-    });
+    commit_ca_and_devices(*fleet, 29);
     CHECK(fleet->trim(0).error().code == Errc::invalid_argument);
     CHECK(*fleet->trim(100) == 0);
     CHECK(*fleet->trim(10) == 20);
