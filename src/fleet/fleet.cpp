@@ -47,6 +47,19 @@ Result<FleetChangeBatch> batch_from_rows(const pg::Rows& rows, std::uint64_t aft
     return batch;
 }
 
+/// The change log after a position, with the head, in one statement and so
+/// from one snapshot: seq >= $2 brings the anchor entry along, $3 is
+/// statement_limit(), and the newest $4 entries are left out, the head with
+/// them. changes_after passes 0; a write's catch-up, its own changes' number.
+const std::string& change_log_sql() {
+    static const std::string sql = fmt::format(
+        "SELECT i.epoch, i.last_seq - $4, i.trimmed_through, c.* FROM devcert.instances i "
+        "LEFT JOIN LATERAL (SELECT {} FROM devcert.changes WHERE instance = i.id AND seq >= $2 "
+        "AND seq <= i.last_seq - $4 ORDER BY seq LIMIT $3) c ON true WHERE i.id = $1",
+        fleet_detail::kChangeColumns);
+    return sql;
+}
+
 /// changes_after's limit as the statement's: one more, for the anchor.
 std::string statement_limit(std::size_t limit) {
     return std::to_string(std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(INT64_MAX) - 1) + 1);
@@ -219,17 +232,13 @@ struct Fleet::Impl {
     /// transaction the head is past the write's own `own` changes, and every
     /// change numbered before them is committed (their writers held the head
     /// row until their commits), so this statement's snapshot holds them all.
-    void defer_catch_up(std::size_t own, const FleetCatchUp& catch_up, std::optional<Result<FleetChangeBatch>>& out) {
-        static const std::string sql = fmt::format(
-            "SELECT i.epoch, i.last_seq - $4, i.trimmed_through, c.* FROM devcert.instances i "
-            "LEFT JOIN LATERAL (SELECT {} FROM devcert.changes WHERE instance = i.id AND seq >= $2 "
-            "AND seq <= i.last_seq - $4 ORDER BY seq LIMIT $3) c ON true WHERE i.id = $1",
-            fleet_detail::kChangeColumns);
-        conn.defer("read the change log before this write's changes", sql,
+    /// An unreadable batch leaves `out` empty: the broker's follower reads it.
+    void defer_catch_up(std::size_t own, const FleetCatchUp& catch_up, std::optional<FleetChangeBatch>& out) {
+        conn.defer("read the change log before this write's changes", change_log_sql(),
                    {std::to_string(instance), statement_seq(catch_up.after), statement_limit(catch_up.limit),
                     std::to_string(own)},
                    [&out, after = catch_up.after, limit = catch_up.limit](pg::Rows rows) {
-                       out = batch_from_rows(rows, after, limit);
+                       if (auto batch = batch_from_rows(rows, after, limit)) out = std::move(*batch);
                    });
     }
 
@@ -237,12 +246,11 @@ struct Fleet::Impl {
     /// With `catch_up`, reads its batch in the same round trip.
     Outcome commit(FleetWriteView& view, TxnState& state, pg::Failure& failure, FleetCatchUp* catch_up) {
         failure = pg::Failure::none;
-        if (catch_up) catch_up->batch.reset();
         view.flush();
         // NOTIFY is delivered at commit, so the payload names a committed
         // seq: the head's, read in the transaction (the head's update is
         // queued with it, and answered with the commit).
-        std::optional<Result<FleetChangeBatch>> caught;
+        std::optional<FleetChangeBatch> caught;
         if (view.has_changes()) {
             conn.defer("notify the fleet",
                        "SELECT pg_notify($1, (SELECT last_seq FROM devcert.instances WHERE id = $2)::text)",
@@ -253,9 +261,8 @@ struct Fleet::Impl {
         // notification and the catch-up's read, queued, then COMMIT.
         auto r = conn.exec("commit", "COMMIT", {}, &failure);
         committed = view.take_changes();
-        // Only a committed write's read is the log before its changes; an
-        // unreadable one is left to the broker's follower.
-        if (r && caught && *caught) catch_up->batch = std::move(**caught);
+        // Only a committed write's read is the log before its changes.
+        if (r && caught) catch_up->batch = std::move(caught);
         if (!r) {
             // A busy head row (waited for briefly, see begin_write) is
             // retryable like a busy record.
@@ -444,19 +451,13 @@ Result<FleetHead> Fleet::head() {
 Result<FleetChangeBatch> Fleet::changes_after(std::uint64_t after, std::size_t limit) {
     Impl& d = *impl_;
     if (auto r = d.reachable(); !r) return r.error();
-    // One statement, so head and entries come from one snapshot; seq >= after
-    // brings the anchor entry along.
-    static const std::string sql = fmt::format(
-        "SELECT i.epoch, i.last_seq, i.trimmed_through, c.* FROM devcert.instances i "
-        "LEFT JOIN LATERAL (SELECT {} FROM devcert.changes WHERE instance = i.id AND seq >= $2 "
-        "ORDER BY seq LIMIT $3) c ON true WHERE i.id = $1",
-        fleet_detail::kChangeColumns);
     const std::string instance = std::to_string(d.instance);
     const std::string from_text = statement_seq(after);
     const std::string n_text = statement_limit(limit);
-    const std::vector<pg::Param> params{instance, from_text, n_text};
-    auto rows = d.conn.exec("read the change log", sql.c_str(), params);
-    if (!rows && !d.conn.alive() && d.reachable()) rows = d.conn.exec("read the change log", sql.c_str(), params);
+    const std::vector<pg::Param> params{instance, from_text, n_text, "0"};
+    const char* sql = change_log_sql().c_str();
+    auto rows = d.conn.exec("read the change log", sql, params);
+    if (!rows && !d.conn.alive() && d.reachable()) rows = d.conn.exec("read the change log", sql, params);
     if (!rows) return rows.error();
     return batch_from_rows(*rows, after, limit);
 }
