@@ -391,7 +391,6 @@ struct FleetNode::Impl {
     void end_commit() {
         {
             std::lock_guard lock(jobs_mutex);
-            if (!committing) return;
             committing = false;
             ++commits_ended;
         }
@@ -425,15 +424,23 @@ struct FleetNode::Impl {
                 committing = true;
             }
             last_batch = batch.size();
-            commit_batch(batch);
+            const BatchOutcome done = commit_batch(batch);
             end_commit();
+            // The callers read their writes here: the answers wait (bounded)
+            // until the replica holds them.
+            if (done.wait_for != 0) await_applied(done.wait_for);
+            for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done.set_value(done.outcomes[i]);
         }
     }
 
-    void commit_batch(std::vector<WriteJob>& batch) {
-        auto fail_all = [&](const Error& e) {
-            for (auto& job : batch) job.done.set_value(Outcome(e));
-        };
+    struct BatchOutcome {
+        std::vector<Outcome> outcomes;  ///< one a job
+        std::uint64_t wait_for = 0;     ///< the seq the replica must hold before the answers; 0: none
+    };
+
+    /// Commits the batch and applies it, with what came before, to the replica.
+    BatchOutcome commit_batch(const std::vector<WriteJob>& batch) {
+        auto fail_all = [&](const Error& e) { return BatchOutcome{std::vector<Outcome>(batch.size(), e), 0}; };
         if (!writer_conn) {
             auto conn = connect();
             if (!conn) {
@@ -466,21 +473,13 @@ struct FleetNode::Impl {
                 writer_conn.reset();
                 mark_unreachable(committed.error());
             }
-            if (fns.size() == 1) return fail_all(committed.error());
-            // write_batch fills every slot with the commit's error.
-        } else {
-            mark_reachable();
-            apply_own(*committed, position ? &*position : nullptr, catch_up.batch);
-            end_commit();
-            if (!committed->empty()) await_applied(committed->back().entry.seq);
+            // write and write_batch fill every slot with the commit's error.
+            return {std::move(results), 0};
         }
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            if (i < results.size()) {
-                batch[i].done.set_value(results[i]);
-            } else {
-                batch[i].done.set_value(committed ? Outcome(Ok{}) : Outcome(committed.error()));
-            }
-        }
+        mark_reachable();
+        if (committed->empty()) return {std::move(results), 0};
+        apply_own(*committed, position ? &*position : nullptr, catch_up.batch);
+        return {std::move(results), committed->back().entry.seq};
     }
 
     /// Other members' changes committed just before this member's own (the
@@ -498,14 +497,18 @@ struct FleetNode::Impl {
         (void)apply_planned(position->epoch, *batch, plan);  // a failure is left to the follower
     }
 
-    /// Applies the run of `batch` that `plan` chose (plan.count > 0) to the
-    /// replica at `at_epoch`, then tells whoever waits for the position.
-    Outcome apply_planned(const std::string& at_epoch, const FleetChangeBatch& batch, const FollowPlan& plan) {
+    /// Applies the run of `batch` that `plan` chose, and `then` after it (a
+    /// write's own changes), in one replica transaction at `at_epoch`, then
+    /// tells whoever waits for the position. Something must be applied:
+    /// plan.count > 0 or `then` not empty.
+    Outcome apply_planned(const std::string& at_epoch, const FleetChangeBatch& batch, const FollowPlan& plan,
+                          const std::vector<FleetChange>& then = {}) {
         const auto from = batch.changes.begin() + static_cast<std::ptrdiff_t>(plan.first);
-        const std::vector<FleetChange> run(from, from + static_cast<std::ptrdiff_t>(plan.count));
+        std::vector<FleetChange> run(from, from + static_cast<std::ptrdiff_t>(plan.count));
+        run.insert(run.end(), then.begin(), then.end());
         auto applied = replica_apply(replica, at_epoch, run);
         if (!applied) return applied.error();
-        note_applied(plan.new_seq);
+        note_applied(then.empty() ? plan.new_seq : then.back().entry.seq);
         refresh_queue_length();  // applied registrations leave the queue
         if (on_applied) on_applied();
         return Ok{};
@@ -520,35 +523,20 @@ struct FleetNode::Impl {
                            const std::vector<FleetChange>& own) {
         if (before.head.last_seq + 1 != own.front().entry.seq) return false;
         const FollowPlan plan = plan_follow(position, before);
-        std::vector<FleetChange> run;
-        if (plan.action == FollowAction::apply && plan.new_seq == before.head.last_seq) {
-            const auto from = before.changes.begin() + static_cast<std::ptrdiff_t>(plan.first);
-            run.assign(from, from + static_cast<std::ptrdiff_t>(plan.count));
-        } else if (plan.action != FollowAction::up_to_date) {
-            return false;
-        }
-        run.insert(run.end(), own.begin(), own.end());
-        auto applied = replica_apply(replica, position.epoch, run);
-        if (!applied) return false;
-        note_applied(own.back().entry.seq);
-        refresh_queue_length();
-        if (on_applied) on_applied();
-        return true;
+        const bool joins = plan.action == FollowAction::up_to_date ||
+                           (plan.action == FollowAction::apply && plan.new_seq == before.head.last_seq);
+        return joins && apply_planned(position.epoch, before, plan, own).ok();
     }
 
-    /// Applies what this broker committed to its replica before answering,
-    /// so the caller reads its own write here, with what other members
-    /// committed before it (read by the commit, or else fetched). What the
-    /// replica still lacks then is the follower's: see await_applied.
+    /// Applies what this broker committed (not empty) to its replica before
+    /// answering, so the caller reads its own write here, with what other
+    /// members committed before it (read by the commit, or else fetched).
+    /// What the replica still lacks then is the follower's: see await_applied.
     void apply_own(const std::vector<FleetChange>& changes, const FollowerPosition* position,
                    const std::optional<FleetChangeBatch>& before) {
-        if (changes.empty()) return;
-        const std::uint64_t first = changes.front().entry.seq;
         const std::uint64_t last = changes.back().entry.seq;
-        if (applied_position() + 1 < first && position && before && apply_with_before(*position, *before, changes)) {
-            // applied, with what came before
-        } else if (applied_position() + 1 < first) {
-            fetch_before_own(last);
+        if (applied_position() + 1 < changes.front().entry.seq) {
+            if (!(position && before && apply_with_before(*position, *before, changes))) fetch_before_own(last);
         } else if (auto applied = replica_apply(replica, current_epoch(), changes); applied && *applied > 0) {
             note_applied(last);
             if (on_applied) on_applied();

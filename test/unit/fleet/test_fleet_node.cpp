@@ -31,6 +31,7 @@ struct Member {
     std::atomic<unsigned> applied{0};
     std::mutex lines_mutex;
     std::vector<std::string> lines;
+    std::size_t fetch_limit = FleetNodeOptions{}.fetch_limit;
 
     explicit Member(std::uint64_t retention = 1'000'000) { store = open_store(dir.path(), 8ull << 20, retention); }
 
@@ -40,6 +41,7 @@ struct Member {
         o.poll_interval = std::chrono::milliseconds(100);
         o.trim_interval = std::chrono::seconds(0);
         o.log_retention = retention;
+        o.fetch_limit = fetch_limit;
         auto started = FleetNode::start(
             *store, o, [this] { applied.fetch_add(1); },
             [this](FleetLogLevel, std::string line) {
@@ -153,6 +155,37 @@ TEST_CASE("a new member loads the fleet before start() returns and follows anoth
     CHECK(log_a[0].seq == 52);
     CHECK(log_b[0].seq == 52);
     CHECK(log_b[0].new_status == CertStatus::inactive);
+}
+
+TEST_CASE("a member's write answers with its replica holding every change committed before its own",
+          "[fleet][node]") {
+    // A's changes come straight through the fleet, B's write right after
+    // them: B's commit reads them, or B fetches them when they are more than
+    // one read holds (a fetch limit of 2), or its follower brings them.
+    const std::size_t limit = GENERATE(std::size_t{2000}, std::size_t{2});
+    FleetDb db;
+    seed(*db.connect(), 20);
+    Member b;
+    b.fetch_limit = limit;
+    b.must_start(db);
+    auto a = db.connect();
+    for (int round = 0; round < 5; ++round) {
+        for (int i = 0; i < 3; ++i) {
+            const std::string dev = serial_for(static_cast<std::uint64_t>(round * 3 + i));
+            must_commit(*a, [&](WriteView& v) -> Outcome {
+                auto r = v.set_device_status("0c01", dev, CertStatus::inactive, "InactivateDeviceCertificate", "a");
+                return r ? Outcome(Ok{}) : Outcome(r.error());
+            });
+        }
+        const std::string own = serial_for(19);
+        REQUIRE(set_status(*b.node, own, round % 2 ? CertStatus::active : CertStatus::inactive));
+        const std::uint64_t head = a->head()->last_seq;
+        CHECK(b.position() == head);
+        for (int i = 0; i < 3; ++i)
+            CHECK(b.device_status("0c01", serial_for(static_cast<std::uint64_t>(round * 3 + i))) ==
+                  CertStatus::inactive);
+        CHECK(b.device_status("0c01", own) == (round % 2 ? CertStatus::active : CertStatus::inactive));
+    }
 }
 
 TEST_CASE("a write refused by the fleet's rules changes nothing anywhere and answers like the store",
